@@ -1,0 +1,1 @@
+"""Utilities for machine-learning research on HPC systems."""

@@ -1,0 +1,1 @@
+"""Distributed multi-GPU hyperparameter optimization on HPC clusters, built on Optuna."""

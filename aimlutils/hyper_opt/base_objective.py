@@ -1,0 +1,134 @@
+"""The class a user's ``Objective`` builds on (import path kept from the original package).
+
+A user's ``objective.py``::
+
+    from aimlutils.hyper_opt.base_objective import *
+
+    class Objective(BaseObjective):
+        def __init__(self, study, config, metric="val_loss", device="cpu"):
+            BaseObjective.__init__(self, study, config, metric, device)
+
+        def train(self, trial, conf):
+            ...  # train with conf, call trial.report(...) each epoch
+            return {"val_loss": 0.25, "val_accuracy": 0.91}
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import numbers
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import optuna
+
+from aimlutils.hyper_opt.search_space import SearchSpace, suggest_from_spec
+
+__all__ = ["BaseObjective", "TrialResultError", "optuna", "suggest_from_spec"]
+
+#: User attribute holding every value ``train`` returned.
+RESULTS_ATTR = "results"
+
+
+class TrialResultError(ValueError):
+    """``train`` returned something the study cannot record; the trial fails with this message."""
+
+
+class BaseObjective:
+    """Runs one trial: copies the model config, applies the trial's values, trains, records.
+
+    ``__init__`` takes the original package's arguments ``(study, config, metric, device)``; the
+    echo-opt form ``(config, metric)`` works too. ``config`` is the model config.
+    """
+
+    def __init__(
+        self,
+        study: Any = None,
+        config: Mapping[str, Any] | None = None,
+        metric: str | list[str] = "val_loss",
+        device: str = "cpu",
+    ) -> None:
+        if isinstance(study, Mapping) and not isinstance(config, Mapping):
+            # echo-opt style: BaseObjective.__init__(self, config, metric[, device])
+            if config is not None:
+                metric, device = config, (metric if _looks_like_device(metric) else device)
+            study, config = None, study
+        self.study = study
+        self.config: dict[str, Any] = dict(config or {})
+        self.metric = metric
+        self.device = device
+        self.worker_index: int | None = None
+        # Set by the worker: the search space, the `optuna` section and custom_updates.
+        self.search_space = SearchSpace()
+        self.optuna_section: dict[str, Any] = dict(self.config.get("optuna", {}))
+        self.custom_updates: Callable[[Any, dict[str, Any]], Any] | None = None
+
+    @property
+    def metrics(self) -> list[str]:
+        return list(self.metric) if isinstance(self.metric, (list, tuple)) else [self.metric]
+
+    def update_config(self, trial: optuna.trial.BaseTrial) -> dict[str, Any]:
+        """The model config for ``trial``: a deep copy with the trial's values applied."""
+        conf = copy.deepcopy(self.config)
+        conf["optuna"] = copy.deepcopy(self.optuna_section)
+        values = self.search_space.suggest(trial)
+        self.search_space.apply(conf, values)
+        if self.custom_updates is not None:
+            updated = self.custom_updates(trial, conf)
+            conf = updated if isinstance(updated, dict) else conf
+        return conf
+
+    def train(self, trial: optuna.trial.BaseTrial, conf: dict[str, Any]) -> Mapping[str, Any]:
+        """Train a model with ``conf`` and return a dict that holds the metric(s)."""
+        raise NotImplementedError("an Objective must define train(self, trial, conf)")
+
+    def save(self, trial: optuna.trial.BaseTrial, results: Any) -> float | list[float]:
+        """Check what ``train`` returned, record it on the trial, and return the metric value(s)."""
+        values = check_results(results, self.metrics)
+        trial.set_user_attr(RESULTS_ATTR, {str(k): _jsonable(v) for k, v in results.items()})
+        return values[0] if len(values) == 1 else values
+
+    def __call__(self, trial: optuna.trial.BaseTrial) -> float | list[float]:
+        conf = self.update_config(trial)
+        results = self.train(trial, conf)
+        return self.save(trial, results)
+
+
+def _looks_like_device(value: Any) -> bool:
+    return isinstance(value, str) and value.split(":")[0] in ("cpu", "cuda", "gpu", "mps")
+
+
+def check_results(results: Any, metrics: list[str]) -> list[float]:
+    """The metric values in ``results``, or :class:`TrialResultError` naming what is wrong."""
+    if not isinstance(results, Mapping):
+        raise TrialResultError(
+            f"train() returned {type(results).__name__}, not a dict; return e.g. {{{metrics[0]!r}: value}}"
+        )
+    values = []
+    for name in metrics:
+        if name not in results:
+            raise TrialResultError(
+                f"train() returned no {name!r} (the metric in optuna.metric); it returned keys {sorted(results)}"
+            )
+        value = results[name]
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise TrialResultError(f"train() returned {name}={value!r}, which is not a number")
+        if not math.isfinite(float(value)):
+            raise TrialResultError(f"train() returned {name}={float(value)}, which is not finite")
+        values.append(float(value))
+    return values
+
+
+def _jsonable(value: Any) -> Any:
+    """Results go into the study's storage, which holds JSON: numbers become floats, others text."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    try:
+        return float(value)  # 0-d arrays and tensors
+    except (TypeError, ValueError):
+        return str(value)

@@ -1,0 +1,311 @@
+"""Read ``hyper.yml`` and ``model.yml``, check everything, and resolve paths.
+
+Every problem is collected and reported in one :class:`ConfigError`, before anything is created,
+started or submitted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from aimlutils.hyper_opt import samplers
+from aimlutils.hyper_opt.errors import (
+    ConfigError,
+    Problem,
+    format_value,
+    join_path,
+    pydantic_problems,
+)
+from aimlutils.hyper_opt.config.schema import HyperConfigSchema, OptunaSection, SchedulerSection
+from aimlutils.hyper_opt.search_space import SearchSpace
+from aimlutils.hyper_opt.storage import StorageSpec, missing_driver, parse_storage
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """A checked configuration with absolute paths, as launchers and workers use it."""
+
+    hyper: dict[str, Any]
+    """``hyper.yml`` as written, with its paths made absolute."""
+    model: dict[str, Any]
+    schema: HyperConfigSchema
+    study_name: str
+    save_path: Path
+    objective: Path
+    metrics: tuple[str, ...]
+    directions: tuple[str, ...]
+    storage: StorageSpec
+    space: SearchSpace
+    log_file: Path | None
+
+    @property
+    def optuna(self) -> OptunaSection:
+        return self.schema.optuna
+
+    @property
+    def scheduler(self) -> tuple[str, SchedulerSection] | None:
+        for name in ("slurm", "pbs"):
+            section = getattr(self.schema, name)
+            if section is not None:
+                return name, section
+        return None
+
+    @property
+    def csv_path(self) -> Path:
+        return self.save_path / "trial_results.csv"
+
+
+def read_yaml(path: str | os.PathLike[str], label: str) -> dict[str, Any]:
+    """Read a YAML mapping, or raise :class:`ConfigError` saying why it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise ConfigError([Problem("", f"file {str(path)!r} does not exist")], label) from None
+    except yaml.YAMLError as err:
+        raise ConfigError([Problem("", f"{path} is not valid YAML: {err}")], label) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            [Problem("", f"{path} must hold a mapping of keys, got {type(data).__name__}")], label
+        )
+    return data
+
+
+def load_config(
+    hyper_path: str | os.PathLike[str],
+    model_path: str | os.PathLike[str],
+    base_dir: Path | None = None,
+) -> RunConfig:
+    """Read and check both files; relative paths are taken from ``base_dir`` (default: cwd).
+
+    Raises:
+        ConfigError: listing every problem found.
+    """
+    hyper = read_yaml(hyper_path, "hyper.yml")
+    model = read_yaml(model_path, "model.yml")
+    return check_config(hyper, model, Path(base_dir or Path.cwd()), Path(hyper_path).parent)
+
+
+def check_config(
+    hyper: dict[str, Any], model: dict[str, Any], base_dir: Path, hyper_dir: Path | None = None
+) -> RunConfig:
+    """Check a parsed ``hyper.yml`` against itself and the model config."""
+    problems: list[Problem] = []
+    schema: HyperConfigSchema | None = None
+    try:
+        schema = HyperConfigSchema.model_validate(hyper)
+    except ValidationError as err:
+        problems += pydantic_problems(err, allowed_keys=_allowed_keys)
+    optuna_raw: Mapping[str, Any] = hyper["optuna"] if isinstance(hyper.get("optuna"), Mapping) else {}
+    problems += _check_names(hyper, optuna_raw)
+    problems += _check_metrics(optuna_raw)
+    save_path, found = _save_path(hyper, optuna_raw, base_dir)
+    problems += found
+    objective, found = _objective_path(optuna_raw.get("objective"), base_dir, hyper_dir)
+    problems += found
+    space, found = _search_space(optuna_raw, model)
+    problems += found
+    problems += _check_sampler_and_pruner(optuna_raw)
+    problems += _check_enqueue(optuna_raw, space)
+    storage, found = _storage(optuna_raw, save_path or base_dir, base_dir)
+    problems += found
+    if isinstance(hyper.get("slurm"), Mapping) and isinstance(hyper.get("pbs"), Mapping):
+        problems.append(Problem("pbs", "both slurm and pbs sections are given; keep the one your cluster runs"))
+    if problems or schema is None or save_path is None or objective is None or storage is None:
+        raise ConfigError(problems)
+    log_file = _log_file(schema, save_path, base_dir)
+    return RunConfig(
+        hyper=_absolute_hyper(hyper, save_path, objective, storage, log_file),
+        model=model,
+        schema=schema,
+        study_name=str(optuna_raw.get("study_name") or optuna_raw.get("name")),
+        save_path=save_path,
+        objective=objective,
+        metrics=tuple(_as_list(optuna_raw.get("metric", "val_loss"))),
+        directions=tuple(_as_list(optuna_raw.get("direction", "minimize"))),
+        storage=storage,
+        space=space,
+        log_file=log_file,
+    )
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> Sequence[str]:
+    """The keys a schema model allows at ``loc``, found by walking the models' annotations."""
+    model: Any = HyperConfigSchema
+    for key in loc:
+        field = model.model_fields.get(key) if isinstance(model, type) else None
+        if field is None:
+            return []
+        model = next(
+            (a for a in typing.get_args(field.annotation) or (field.annotation,)
+             if isinstance(a, type) and issubclass(a, BaseModel)),
+            None,
+        )
+    return list(model.model_fields) if isinstance(model, type) else []
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list) else [value]
+
+
+def _check_names(hyper: Mapping[str, Any], optuna_raw: Mapping[str, Any]) -> list[Problem]:
+    name, study_name = optuna_raw.get("name"), optuna_raw.get("study_name")
+    if name is None and study_name is None and isinstance(hyper.get("optuna"), Mapping):
+        return [Problem("optuna.name", "required key is missing; the study's name (or optuna.study_name)")]
+    if name is not None and study_name is not None and name != study_name:
+        return [
+            Problem(
+                "optuna.study_name",
+                f"{study_name!r} differs from optuna.name {name!r}; give one of them",
+            )
+        ]
+    return []
+
+
+def _check_metrics(optuna_raw: Mapping[str, Any]) -> list[Problem]:
+    metrics = _as_list(optuna_raw.get("metric", "val_loss"))
+    directions = _as_list(optuna_raw.get("direction", "minimize"))
+    if len(metrics) != len(directions):
+        return [
+            Problem(
+                "optuna.direction",
+                f"got {len(directions)} direction(s) {directions} for {len(metrics)} metric(s) "
+                f"{metrics}; give one direction per metric",
+            )
+        ]
+    if len(set(map(str, metrics))) != len(metrics):
+        return [Problem("optuna.metric", f"got {metrics}; each metric may appear once")]
+    return []
+
+
+def _save_path(
+    hyper: Mapping[str, Any], optuna_raw: Mapping[str, Any], base_dir: Path
+) -> tuple[Path | None, list[Problem]]:
+    top, inner = hyper.get("save_path"), optuna_raw.get("save_path")
+    if top is not None and inner is not None and top != inner:
+        return None, [
+            Problem("save_path", f"{top!r} differs from optuna.save_path {inner!r}; give one of them")
+        ]
+    chosen = inner if inner is not None else top
+    if chosen is None:
+        return None, [
+            Problem("optuna.save_path", "required key is missing; the directory for the study's results")
+        ]
+    if not isinstance(chosen, str):
+        return None, []  # the schema reports the wrong type
+    return _absolute(chosen, base_dir), []
+
+
+def _absolute(path: str, base_dir: Path) -> Path:
+    expanded = Path(os.path.expandvars(os.path.expanduser(path)))
+    return expanded if expanded.is_absolute() else (base_dir / expanded).resolve()
+
+
+def _objective_path(
+    value: Any, base_dir: Path, hyper_dir: Path | None
+) -> tuple[Path | None, list[Problem]]:
+    if not isinstance(value, str):
+        return None, []  # missing or wrong type: the schema reports it
+    candidates = [_absolute(value, base_dir)]
+    if hyper_dir is not None and not Path(value).is_absolute():
+        candidates.append(_absolute(value, hyper_dir.resolve()))
+    for candidate in candidates:
+        if candidate.is_file():
+            if candidate.suffix != ".py":
+                return None, [Problem("optuna.objective", f"{value!r} is not a Python file (.py)")]
+            return candidate, []
+    looked = " and ".join(str(c) for c in dict.fromkeys(candidates))
+    return None, [Problem("optuna.objective", f"file {value!r} not found (looked for {looked})")]
+
+
+def _search_space(
+    optuna_raw: Mapping[str, Any], model: Mapping[str, Any]
+) -> tuple[SearchSpace, list[Problem]]:
+    section = optuna_raw.get("parameters", {})
+    if not isinstance(section, Mapping):
+        return SearchSpace(), []  # the schema reports the wrong type
+    space, problems = SearchSpace.from_parameters_section(section)
+    return space, problems + space.check_targets(model)
+
+
+def _check_sampler_and_pruner(optuna_raw: Mapping[str, Any]) -> list[Problem]:
+    problems: list[Problem] = []
+    for kind in ("sampler", "pruner"):
+        spec = optuna_raw.get(kind)
+        if isinstance(spec, Mapping):
+            _, found = samplers.build(kind, spec, f"optuna.{kind}")
+            problems += found
+    return problems
+
+
+def _check_enqueue(optuna_raw: Mapping[str, Any], space: SearchSpace) -> list[Problem]:
+    entries = optuna_raw.get("enqueue") or []
+    if not isinstance(entries, list):
+        return []
+    distributions = space.distributions
+    problems = []
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, Mapping):
+            continue  # the schema reports it
+        for name, value in entry.items():
+            path = join_path("optuna.enqueue", index, name)
+            if name not in distributions:
+                known = ", ".join(distributions) or "(none)"
+                problems.append(Problem(path, f"not a parameter name; parameters: {known}"))
+                continue
+            dist = distributions[name]
+            try:
+                inside = dist._contains(dist.to_internal_repr(value))
+            except (TypeError, ValueError):
+                inside = False
+            if not inside:
+                problems.append(Problem(path, f"{format_value(value)} is outside {dist}"))
+    return problems
+
+
+def _storage(
+    optuna_raw: Mapping[str, Any], save_path: Path, base_dir: Path
+) -> tuple[StorageSpec | None, list[Problem]]:
+    storage, storage_type = optuna_raw.get("storage"), optuna_raw.get("storage_type")
+    if storage is not None and not isinstance(storage, str):
+        return None, []  # the schema reports it
+    kind = storage_type if isinstance(storage_type, str) else None
+    try:
+        spec = parse_storage(storage, kind, save_path, base_dir)
+    except ValueError as err:
+        return None, [Problem("optuna.storage", f"got {format_value(storage)}; {err}")]
+    driver = missing_driver(spec)
+    return spec, ([Problem("optuna.storage", driver)] if driver else [])
+
+
+def _log_file(schema: HyperConfigSchema, save_path: Path, base_dir: Path) -> Path | None:
+    if schema.log is True:
+        return save_path / "log.txt"
+    if isinstance(schema.log, BaseModel) and getattr(schema.log, "save_path", None):
+        return _absolute(str(schema.log.save_path), base_dir)
+    return None
+
+
+def _absolute_hyper(
+    hyper: dict[str, Any], save_path: Path, objective: Path, storage: StorageSpec, log_file: Path | None
+) -> dict[str, Any]:
+    """``hyper.yml`` with its paths absolute, for workers that may start in another directory."""
+    out = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in hyper.items()}
+    out["optuna"]["objective"] = str(objective)
+    out["optuna"]["save_path"] = str(save_path)
+    out.pop("save_path", None)
+    out["optuna"]["storage"] = storage.location
+    out["optuna"].pop("storage_type", None)
+    if log_file is not None:
+        out["log"] = {"save_path": str(log_file)}
+    return out

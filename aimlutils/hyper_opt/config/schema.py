@@ -1,0 +1,66 @@
+"""The shape of ``hyper.yml``: sections, keys, types and defaults.
+
+Cross-field rules (``low <= high``, sampler keyword arguments, colon paths against the model
+config) are checked in :mod:`aimlutils.hyper_opt.config.loader`, which reports every problem at once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Direction = Literal["minimize", "maximize"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LogSection(_Section):
+    """``log``: where the run's log file goes (``log: true`` means ``save_path/log.txt``)."""
+
+    save_path: str | None = None
+
+
+class OptunaSection(_Section):
+    """``optuna``: the study, its objective and its search space."""
+
+    name: str | None = None
+    study_name: str | None = None
+    reload: bool = False
+    objective: str
+    metric: str | list[str] = "val_loss"
+    direction: Direction | list[Direction] = "minimize"
+    n_trials: int = Field(ge=1)
+    gpu: bool = False
+    save_path: str | None = None
+    storage: str | None = None
+    storage_type: Literal["sqlite", "maria", "nfs"] | None = None
+    # Checked against Optuna's classes and the search-space rules by the loader.
+    sampler: dict[str, Any] | None = None
+    pruner: dict[str, Any] | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    enqueue: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class SchedulerSection(_Section):
+    """``slurm`` / ``pbs``: how many jobs to submit and the options of each."""
+
+    jobs: int = Field(default=1, ge=1)
+    batch: dict[str, Any] = Field(default_factory=dict)
+    kernel: str | list[str] | None = None
+    bash: list[str] = Field(default_factory=list)
+    gpus_per_node: int | None = Field(default=None, ge=1)
+    tasks_per_worker: int = Field(default=1, ge=1)
+    trials_per_job: int | None = Field(default=None, ge=1)
+
+
+class HyperConfigSchema(_Section):
+    """The whole ``hyper.yml``."""
+
+    log: LogSection | bool | None = None
+    save_path: str | None = None
+    slurm: SchedulerSection | None = None
+    pbs: SchedulerSection | None = None
+    optuna: OptunaSection

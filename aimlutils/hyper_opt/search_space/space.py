@@ -1,0 +1,98 @@
+"""A study's search space: the parameters, how to ask a trial for them, where they go."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, MutableMapping
+from typing import Any
+
+import optuna
+from optuna.distributions import BaseDistribution
+
+from aimlutils.hyper_opt.errors import Problem, join_path
+from aimlutils.hyper_opt.search_space.model_config import locate, set_value, split_colon_path
+from aimlutils.hyper_opt.search_space.params import Parameter, parameter_from_settings
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchSpace:
+    """The parameters of a study, in the order they are suggested.
+
+    Example:
+        >>> space, problems = SearchSpace.from_parameters_section(
+        ...     {"optimizer:lr": {"type": "float", "settings": {"name": "lr", "low": 0.0, "high": 1.0}}}
+        ... )
+        >>> conf = {"optimizer": {"lr": 0.1}}
+        >>> space.apply(conf, {"lr": 0.5})["optimizer"]["lr"]
+        0.5
+    """
+
+    parameters: tuple[Parameter, ...] = ()
+
+    @classmethod
+    def from_parameters_section(
+        cls, section: Mapping[str, Any], prefix: str = "optuna.parameters"
+    ) -> tuple[SearchSpace, list[Problem]]:
+        """Read the seed's ``parameters: {key: {type, settings}}`` format.
+
+        The key is the model-config location (colon path); ``settings.name`` the Optuna name.
+        """
+        parameters: list[Parameter] = []
+        problems: list[Problem] = []
+        for key, spec in section.items():
+            path = join_path(prefix, key)
+            kind = spec.get("type", "") if isinstance(spec, Mapping) else ""
+            settings = spec.get("settings", {}) if isinstance(spec, Mapping) else {}
+            parameter, found = parameter_from_settings(kind, settings, path, default_name=key)
+            problems += found
+            if parameter is not None:
+                parameters.append(dataclasses.replace(parameter, target=split_colon_path(key)))
+        problems += _duplicate_names(parameters, prefix)
+        return cls(tuple(parameters)), problems
+
+    @property
+    def distributions(self) -> dict[str, BaseDistribution]:
+        return {p.name: p.distribution for p in self.parameters}
+
+    def suggest(self, trial: optuna.trial.BaseTrial) -> dict[str, Any]:
+        """Ask ``trial`` for every parameter; returns ``{name: value}``."""
+        return {p.name: p.suggest(trial) for p in self.parameters}
+
+    def check_targets(self, conf: Mapping[str, Any], prefix: str = "optuna.parameters") -> list[Problem]:
+        """Problems with colon paths that run through a value that is not a mapping."""
+        problems = []
+        for p in self.parameters:
+            if p.target is None:
+                continue
+            _, problem = locate(conf, p.target)
+            if problem:
+                problems.append(Problem(join_path(prefix, ":".join(p.target)), problem))
+        return problems
+
+    def unplaced(self, conf: Mapping[str, Any]) -> list[Parameter]:
+        """Parameters whose key is not in the model config (left to ``custom_updates``)."""
+        return [p for p in self.parameters if p.target is None or not locate(conf, p.target)[0]]
+
+    def apply(self, conf: MutableMapping[str, Any], values: Mapping[str, Any]) -> MutableMapping[str, Any]:
+        """Write each value whose key exists in ``conf``; returns ``conf``."""
+        for p in self.parameters:
+            if p.target is not None and p.name in values and locate(conf, p.target)[0]:
+                set_value(conf, p.target, values[p.name])
+        return conf
+
+
+def _duplicate_names(parameters: Iterable[Parameter], prefix: str) -> list[Problem]:
+    seen: dict[str, Parameter] = {}
+    problems = []
+    for p in parameters:
+        if p.name in seen:
+            first = ":".join(seen[p.name].target or ())
+            problems.append(
+                Problem(
+                    join_path(prefix, ":".join(p.target or ()), "settings", "name"),
+                    f"{p.name!r} is already the name of parameter {first!r}; "
+                    "each parameter needs its own name",
+                )
+            )
+        seen[p.name] = p
+    return problems

@@ -1,0 +1,140 @@
+"""Where a study lives: journal file (default), SQLite, PostgreSQL, MySQL/MariaDB or Redis."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+import optuna
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryFailedTrialCallback
+from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalRedisBackend
+
+logger = logging.getLogger(__name__)
+
+StorageKind = Literal["journal", "sqlite", "postgresql", "mysql", "redis"]
+
+#: The journal file that holds a study when ``optuna.storage`` is not given.
+DEFAULT_JOURNAL = "study.journal"
+
+# A worker whose heartbeat is older than the grace period is dead: its RUNNING trial is failed
+# and retried once. Long enough for a slow shared file system or a busy database.
+HEARTBEAT_INTERVAL_S = 60
+GRACE_PERIOD_S = 180
+SQLITE_BUSY_TIMEOUT_S = 120
+
+_SCHEMES: dict[str, StorageKind] = {
+    "sqlite": "sqlite",
+    "postgresql": "postgresql",
+    "postgres": "postgresql",
+    "mysql": "mysql",
+    "mariadb": "mysql",
+    "redis": "redis",
+    "rediss": "redis",
+}
+
+# The driver each database URL needs, and the extra that installs it.
+_DRIVERS = {"postgresql": ("psycopg2", "postgres"), "mysql": ("pymysql", "mysql"), "redis": ("redis", "redis")}
+
+
+@dataclasses.dataclass(frozen=True)
+class StorageSpec:
+    """A resolved storage location: a journal file path or a database URL."""
+
+    kind: StorageKind
+    location: str
+
+    def __str__(self) -> str:
+        return redact(self.location)
+
+
+def redact(url: str) -> str:
+    """Hide the password of a database URL in messages and logs."""
+    return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def parse_storage(
+    storage: str | None, storage_type: str | None, save_path: Path, base_dir: Path
+) -> StorageSpec:
+    """Resolve ``optuna.storage`` / ``optuna.storage_type`` into a :class:`StorageSpec`.
+
+    A plain file name lies in ``save_path`` (the echo-opt convention); ``sqlite:///x.db`` is
+    relative to ``base_dir``, the directory ``optimize.py`` was started in.
+
+    Raises:
+        ValueError: with a message that names the allowed forms.
+    """
+    if storage is None:
+        if storage_type == "sqlite":
+            raise ValueError("storage_type 'sqlite' needs optuna.storage (a file name in save_path)")
+        return StorageSpec("journal", str(save_path / DEFAULT_JOURNAL))
+    scheme, sep, rest = storage.partition("://")
+    if not sep:
+        # A plain file name: the echo-opt convention puts it in save_path.
+        path = Path(os.path.expanduser(storage))
+        path = path if path.is_absolute() else save_path / path
+        if storage_type == "sqlite":
+            return StorageSpec("sqlite", f"sqlite:///{path}")
+        if storage_type == "maria":
+            raise ValueError("storage_type 'maria' needs a URL such as mysql://user:password@host/database")
+        return StorageSpec("journal", str(path))
+    base = scheme.split("+", 1)[0].lower()
+    if base not in _SCHEMES:
+        raise ValueError(
+            f"unknown storage URL scheme {scheme!r}; allowed: a journal file path, sqlite:///, "
+            "postgresql://, mysql://, redis://"
+        )
+    kind = _SCHEMES[base]
+    if kind == "sqlite":
+        if not rest.startswith("/") or rest == "/":
+            raise ValueError("a SQLite URL needs a file: sqlite:///relative/path.db or sqlite:////abs/path.db")
+        # Workers may start in another directory, so the path is made absolute here.
+        return StorageSpec("sqlite", f"sqlite:///{(base_dir / rest[1:]).resolve()}")
+    if kind == "mysql" and "+" not in scheme:
+        # SQLAlchemy's default MySQL driver needs a C build; PyMySQL is pure Python.
+        storage = "mysql+pymysql://" + rest
+    if kind == "postgresql" and base == "postgres":
+        storage = "postgresql" + storage[len(base) :]
+    return StorageSpec(kind, storage)
+
+
+def missing_driver(spec: StorageSpec) -> str | None:
+    """A message naming the package to install when ``spec`` needs a driver that is missing."""
+    if spec.kind not in _DRIVERS:
+        return None
+    module, extra = _DRIVERS[spec.kind]
+    if spec.kind == "postgresql" and "+" in spec.location.split("://", 1)[0]:
+        return None  # the user picked a driver; SQLAlchemy reports it if missing
+    if importlib.util.find_spec(module) is None:
+        return f"{spec.kind} storage needs the {module} package: pip install 'aimlutils[{extra}]'"
+    return None
+
+
+def open_storage(spec: StorageSpec, retries: int = 1) -> BaseStorage:
+    """Open the storage; RDB storages get a heartbeat so a dead worker's trial is retried."""
+    if spec.kind == "journal":
+        Path(spec.location).parent.mkdir(parents=True, exist_ok=True)
+        # The open(2)-based lock works on NFS, where symlink locks may not.
+        lock = JournalFileOpenLock(spec.location)
+        return JournalStorage(JournalFileBackend(spec.location, lock_obj=lock))
+    if spec.kind == "redis":
+        return JournalStorage(JournalRedisBackend(spec.location))
+    engine_kwargs: dict[str, object] = {"pool_pre_ping": True}
+    if spec.kind == "sqlite":
+        engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
+    return RDBStorage(
+        spec.location,
+        engine_kwargs=engine_kwargs,
+        heartbeat_interval=HEARTBEAT_INTERVAL_S,
+        grace_period=GRACE_PERIOD_S,
+        failed_trial_callback=RetryFailedTrialCallback(max_retry=retries),
+    )
+
+
+def study_exists(storage: BaseStorage, name: str) -> bool:
+    return any(s.study_name == name for s in storage.get_all_studies())
+

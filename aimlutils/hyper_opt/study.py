@@ -1,0 +1,189 @@
+"""Creating, reloading and sharing one study among many workers, and its global trial budget."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+
+import optuna
+from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial, TrialState
+
+from aimlutils.hyper_opt import samplers
+from aimlutils.hyper_opt.config import RunConfig
+from aimlutils.hyper_opt.results import FAIL_REASON_ATTR, WORKER_ATTR
+from aimlutils.hyper_opt.storage import study_exists
+
+logger = logging.getLogger(__name__)
+
+#: Study user attribute: the ``optuna.metric`` names, for reports.
+METRICS_ATTR = "metrics"
+RETRY_OF_ATTR = "retry_of"
+
+
+class StudyExistsError(RuntimeError):
+    """A study of that name exists and ``reload`` is off."""
+
+
+def _directions(study: optuna.Study) -> list[str]:
+    return [d.name.lower() for d in study.directions]
+
+
+def create_or_load(cfg: RunConfig, storage: BaseStorage, n_workers: int) -> tuple[optuna.Study, bool]:
+    """The study for this run, created when new; returns ``(study, reloaded)``.
+
+    An existing study with trials needs ``reload: 1``; one with no trials (made beforehand with
+    ``optuna create-study``, say) is simply used.
+    """
+    name = cfg.study_name
+    if study_exists(storage, name):
+        study = load(cfg, storage, n_workers)
+        if _directions(study) != list(cfg.directions):
+            raise StudyExistsError(
+                f"study {name!r} in {cfg.storage} optimizes {_directions(study)}, but "
+                f"optuna.direction is {list(cfg.directions)}; fix optuna.direction or use another optuna.name"
+            )
+        n_existing = len(study.get_trials(deepcopy=False))
+        if n_existing and not cfg.optuna.reload:
+            raise StudyExistsError(
+                f"study {name!r} already exists in {cfg.storage} with {n_existing} trials; set "
+                "optuna.reload: 1 to continue it, or choose another optuna.name to start afresh"
+            )
+        _enqueue(study, cfg)
+        return study, bool(n_existing)
+    study = optuna.create_study(
+        study_name=name,
+        storage=storage,
+        directions=list(cfg.directions),
+        sampler=_sampler(cfg, n_workers, 0),
+        pruner=_pruner(cfg),
+    )
+    study.set_user_attr(METRICS_ATTR, list(cfg.metrics))
+    _enqueue(study, cfg)
+    return study, False
+
+
+def load(cfg: RunConfig, storage: BaseStorage, n_workers: int, worker_index: int = 0) -> optuna.Study:
+    """Load the study with this worker's own sampler and pruner."""
+    return optuna.load_study(
+        study_name=cfg.study_name,
+        storage=storage,
+        sampler=_sampler(cfg, n_workers, worker_index),
+        pruner=_pruner(cfg),
+    )
+
+
+def _sampler(cfg: RunConfig, n_workers: int, worker_index: int) -> optuna.samplers.BaseSampler:
+    spec = samplers.sampler_spec(cfg.optuna.sampler, n_workers, worker_index)
+    sampler, problems = samplers.build("sampler", spec, "optuna.sampler")
+    if sampler is None:  # already checked with the config; only reachable on a changed Optuna
+        raise ValueError("; ".join(map(str, problems)))
+    return sampler
+
+
+def _pruner(cfg: RunConfig) -> optuna.pruners.BasePruner:
+    pruner, problems = samplers.build("pruner", samplers.pruner_spec(cfg.optuna.pruner), "optuna.pruner")
+    if pruner is None:
+        raise ValueError("; ".join(map(str, problems)))
+    return pruner
+
+
+def _enqueue(study: optuna.Study, cfg: RunConfig) -> None:
+    for params in cfg.optuna.enqueue:
+        study.enqueue_trial(params, skip_if_exists=True)
+
+
+def count(trials: list[FrozenTrial]) -> dict[TrialState, int]:
+    out = dict.fromkeys(TrialState, 0)
+    for t in trials:
+        out[t.state] += 1
+    return out
+
+
+class TrialBudget:
+    """Keeps the study's COMPLETE + PRUNED trials at exactly ``n_trials``, however many workers.
+
+    Before asking for a trial a worker waits while finished plus running trials already fill the
+    budget (a running trial may still fail and free its place). Two workers can pass that check at
+    once, so after asking, a trial runs only if the trials numbered before it (which every other
+    worker also sees before it) plus those already finished leave room: the lowest number wins.
+    """
+
+    def __init__(
+        self,
+        study: optuna.Study,
+        n_trials: int,
+        poll_s: float = 1.0,
+        recover: Callable[[list[FrozenTrial]], None] | None = None,
+    ) -> None:
+        self.study = study
+        self.n_trials = n_trials
+        self.poll_s = poll_s
+        self.recover = recover
+
+    def _trials(self) -> list[FrozenTrial]:
+        states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
+        return self.study.get_trials(deepcopy=False, states=states)
+
+    def wait_for_room(self) -> bool:
+        """Block until a new trial may start; ``False`` once the budget is spent."""
+        while True:
+            trials = self._trials()
+            counts = count(trials)
+            done = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
+            if done >= self.n_trials:
+                return False
+            if done + counts[TrialState.RUNNING] < self.n_trials:
+                return True
+            if self.recover is not None:
+                self.recover([t for t in trials if t.state == TrialState.RUNNING])
+            time.sleep(self.poll_s)
+
+    def admits(self, number: int) -> bool:
+        """Whether the freshly asked trial ``number`` fits in the budget."""
+        ahead = sum(
+            1
+            for t in self._trials()
+            if t.state != TrialState.RUNNING or t.number < number
+        )
+        return ahead < self.n_trials
+
+
+def process_is_gone(host: str | None, pid: int | None) -> bool:
+    """Whether ``pid`` on ``host`` has ended; only answerable for this host."""
+    if host != socket.gethostname() or not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def fail_dead_trials(study: optuna.Study, storage: BaseStorage, running: list[FrozenTrial]) -> list[int]:
+    """Fail RUNNING trials whose worker process on this host is gone, and queue their parameters again.
+
+    Journal and Redis storages have no heartbeat, so without this a killed worker's trial would
+    stay RUNNING forever and hold a place in the budget.
+    """
+    failed = []
+    for trial in running:
+        worker = trial.user_attrs.get(WORKER_ATTR) or {}
+        if not process_is_gone(worker.get("host"), worker.get("pid")):
+            continue
+        reason = f"worker process {worker.get('pid')} on {worker.get('host')} ended during the trial"
+        storage.set_trial_user_attr(trial._trial_id, FAIL_REASON_ATTR, reason)
+        try:
+            study.tell(trial.number, state=TrialState.FAIL)
+        except (ValueError, RuntimeError):  # another worker failed it first
+            continue
+        logger.warning("trial %d failed: %s", trial.number, reason)
+        if RETRY_OF_ATTR not in trial.user_attrs:
+            study.enqueue_trial(trial.params, user_attrs={RETRY_OF_ATTR: trial.number})
+        failed.append(trial.number)
+    return failed

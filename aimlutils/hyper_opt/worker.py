@@ -1,0 +1,174 @@
+"""A worker: runs trials of the shared study until its ``n_trials`` budget is spent.
+
+Launchers start one worker per GPU (or per CPU slot); each runs ``aimlutils-worker`` on the copies
+of ``hyper.yml`` and ``model.yml`` saved in ``save_path``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import socket
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from aimlutils.hyper_opt import study as study_lib
+from aimlutils.hyper_opt.base_objective import BaseObjective
+from aimlutils.hyper_opt.config import ConfigError, RunConfig, load_config
+from aimlutils.hyper_opt.logs import configure_logging
+from aimlutils.hyper_opt.objective_loader import build_objective, import_objective_module
+from aimlutils.hyper_opt.results import FAIL_REASON_ATTR, WORKER_ATTR, append_row, trial_row
+from aimlutils.hyper_opt.storage import open_storage
+
+logger = logging.getLogger(__name__)
+
+_JOB_ENV = ("SLURM_ARRAY_JOB_ID", "SLURM_JOB_ID", "PBS_JOBID")
+
+
+class BudgetTaken(Exception):
+    """Another worker claimed the last place in the budget first; this trial is not run."""
+
+
+def device_for(gpu: bool, environ: dict[str, str] | os._Environ[str] = os.environ) -> str:
+    """``cuda:0`` when GPUs are wanted and this process was given one, else ``cpu``."""
+    visible = environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+    return "cuda:0" if gpu and visible and visible not in ("-1", "NoDevFiles") else "cpu"
+
+
+def job_id(environ: dict[str, str] | os._Environ[str] = os.environ) -> str | None:
+    """The scheduler's id of the job this worker runs in (``123_4`` for an array task)."""
+    if environ.get("SLURM_ARRAY_JOB_ID"):
+        return f"{environ['SLURM_ARRAY_JOB_ID']}_{environ.get('SLURM_ARRAY_TASK_ID', '')}"
+    return next((environ[k] for k in _JOB_ENV[1:] if environ.get(k)), None)
+
+
+class Worker:
+    """Runs trials one after another; see :class:`aimlutils.hyper_opt.study.TrialBudget`."""
+
+    def __init__(self, cfg: RunConfig, index: int = 0, n_workers: int = 1, poll_s: float = 1.0) -> None:
+        self.cfg = cfg
+        self.index = index
+        self.storage = open_storage(cfg.storage)
+        self.study = study_lib.load(cfg, self.storage, n_workers, index)
+        self.budget = study_lib.TrialBudget(self.study, cfg.optuna.n_trials, poll_s, self._recover)
+        self.identity = {
+            "worker": index,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "job_id": job_id(),
+        }
+        self.objective = self._build_objective()
+        self._current: int | None = None
+
+    def _build_objective(self) -> BaseObjective:
+        module = import_objective_module(self.cfg.objective)
+        device = device_for(self.cfg.optuna.gpu)
+        metric: Any = self.cfg.metrics[0] if len(self.cfg.metrics) == 1 else list(self.cfg.metrics)
+        available = {"study": self.study, "config": self.cfg.model, "metric": metric, "device": device}
+        objective = build_objective(module, available)
+        # hyper.yml decides the metric and the device, whatever the Objective's defaults say.
+        objective.metric, objective.device, objective.worker_index = metric, device, self.index
+        objective.search_space = self.cfg.space
+        objective.optuna_section = dict(self.cfg.hyper["optuna"])
+        objective.custom_updates = getattr(module, "custom_updates", None)
+        return objective
+
+    def run(self) -> int:
+        """Run trials until the budget is spent; returns how many this worker ran."""
+        ran = 0
+        try:
+            while self.budget.wait_for_room():
+                self.study.optimize(self._run_trial, n_trials=1, catch=(Exception,), callbacks=[self._record])
+                ran += 1
+        except KeyboardInterrupt:
+            # Optuna has already marked the running trial FAIL; give it its CSV row.
+            self._record_interrupted()
+            raise
+        return ran
+
+    def _run_trial(self, trial: optuna.Trial) -> float | list[float]:
+        self._current = trial.number
+        trial.set_user_attr(WORKER_ATTR, self.identity)
+        if not self.budget.admits(trial.number):
+            trial.set_user_attr(FAIL_REASON_ATTR, "not run: another worker took the last place in n_trials")
+            self._requeue_fixed_params(trial)
+            raise BudgetTaken(f"trial {trial.number} not run: n_trials is already taken")
+        try:
+            return self.objective(trial)
+        except optuna.TrialPruned:
+            raise
+        except KeyboardInterrupt:
+            trial.set_user_attr(FAIL_REASON_ATTR, "interrupted (Ctrl-C or SIGTERM)")
+            raise
+        except Exception as err:
+            trial.set_user_attr(FAIL_REASON_ATTR, f"{type(err).__name__}: {err}")
+            logger.error("trial %d failed:\n%s", trial.number, traceback.format_exc())
+            raise
+
+    def _requeue_fixed_params(self, trial: optuna.Trial) -> None:
+        fixed = self.storage.get_trial_system_attrs(trial._trial_id).get("fixed_params")
+        if fixed:
+            self.study.enqueue_trial(fixed, user_attrs=dict(trial.user_attrs))
+
+    def _record(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._current = None
+        append_row(self.cfg.csv_path, trial_row(trial))
+        logger.info("trial %d %s value=%s params=%s", trial.number, trial.state.name, trial.value, trial.params)
+
+    def _record_interrupted(self) -> None:
+        if self._current is None:
+            return
+        trial = self.study.get_trials(deepcopy=False)[self._current]
+        if trial.state == TrialState.FAIL:
+            self._record(self.study, trial)
+
+    def _recover(self, running: list[FrozenTrial]) -> None:
+        for number in study_lib.fail_dead_trials(self.study, self.storage, running):
+            append_row(self.cfg.csv_path, trial_row(self.study.get_trials(deepcopy=False)[number]))
+
+
+def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+    # SIGTERM (a launcher stopping us, scancel) takes the same clean path as Ctrl-C.
+    raise KeyboardInterrupt
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="aimlutils-worker", description="Run trials of a study until its n_trials are done."
+    )
+    parser.add_argument("hyper", help="hyper.yml (the copy in save_path)")
+    parser.add_argument("model", help="model.yml (the copy in save_path)")
+    parser.add_argument("--index", type=int, default=0, help="this worker's number (default 0)")
+    parser.add_argument("--workers", type=int, default=1, help="how many workers share the study")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    try:
+        cfg = load_config(args.hyper, args.model)
+    except ConfigError as err:
+        print(err, file=sys.stderr)
+        return err.exit_code
+    configure_logging(cfg.log_file, prefix=f"worker {args.index}")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        worker = Worker(cfg, args.index, args.workers)
+        ran = worker.run()
+    except KeyboardInterrupt:
+        logger.warning("stopped by a signal; the running trial was marked FAIL")
+        return 130
+    logger.info("no trials left in the budget; ran %d", ran)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

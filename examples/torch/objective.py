@@ -1,0 +1,103 @@
+"""PyTorch example: tune a small MLP classifier on scikit-learn's digits data."""
+
+import torch
+from aimlutils.hyper_opt.base_objective import *  # BaseObjective, optuna
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+from sklearn.preprocessing import StandardScaler
+from torch import nn
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
+
+
+def custom_updates(trial, conf):
+    # num_dense is not in model.yml, so the package cannot place it for us:
+    # suggest it here (range taken from hyper.yml) and expand it into layer sizes.
+    settings = conf["optuna"]["parameters"]["num_dense"]["settings"]
+    num_dense = trial.suggest_int(**settings)
+    # Uses the first width from model.yml, so calling this twice is harmless.
+    width = conf["model"]["hidden_dims"][0]
+    conf["model"]["hidden_dims"] = [width] * num_dense
+    return conf
+
+
+def load_data(seed, validation_fraction):
+    x, y = load_digits(return_X_y=True)
+    # A fixed, stratified split, so every trial is scored on the same examples.
+    x_train, x_valid, y_train, y_valid = train_test_split(
+        x, y, test_size=validation_fraction, stratify=y, random_state=seed
+    )
+    # Fit the scaler on the training split only, so no validation data leaks in.
+    scaler = StandardScaler().fit(x_train)
+    x_train, x_valid = scaler.transform(x_train), scaler.transform(x_valid)
+    return [
+        torch.as_tensor(a, dtype=torch.float32 if a.ndim == 2 else torch.long)
+        for a in (x_train, y_train, x_valid, y_valid)
+    ]
+
+
+def build_model(n_inputs, n_classes, hidden_dims, dropout, activation):
+    layers = []
+    for width in hidden_dims:
+        layers += [
+            nn.Linear(n_inputs, width),
+            ACTIVATIONS[activation](),
+            nn.Dropout(dropout),
+        ]
+        n_inputs = width
+    layers.append(nn.Linear(n_inputs, n_classes))
+    return nn.Sequential(*layers)
+
+
+class Objective(BaseObjective):
+    def __init__(self, study, config, metric="val_loss", device="cpu"):
+        BaseObjective.__init__(self, study, config, metric, device)
+
+    def train(self, trial, conf):
+        # Several workers may share a few cores; one thread each avoids thrashing.
+        torch.set_num_threads(1)
+        # Same seed for every trial: scores differ by hyperparameters, not luck.
+        torch.manual_seed(conf["seed"])
+
+        data = load_data(conf["seed"], conf["data"]["validation_fraction"])
+        x_train, y_train, x_valid, y_valid = (t.to(self.device) for t in data)
+
+        model = build_model(
+            x_train.shape[1],
+            10,  # digits 0-9
+            conf["model"]["hidden_dims"],
+            conf["model"]["dropout"],
+            conf["model"]["activation"],
+        ).to(self.device)
+        optimizer = torch.optim.Adam(
+            model.parameters(),
+            lr=conf["optimizer"]["learning_rate"],
+            weight_decay=conf["optimizer"]["weight_decay"],
+        )
+        loss_fn = nn.CrossEntropyLoss()
+        batch_size = conf["trainer"]["batch_size"]
+
+        for epoch in range(conf["trainer"]["epochs"]):
+            model.train()
+            total = 0.0
+            order = torch.randperm(len(x_train), device=self.device)
+            for idx in order.split(batch_size):
+                optimizer.zero_grad()
+                loss = loss_fn(model(x_train[idx]), y_train[idx])
+                loss.backward()
+                optimizer.step()
+                total += loss.item() * len(idx)
+            train_loss = total / len(x_train)
+
+            model.eval()
+            with torch.no_grad():
+                logits = model(x_valid)
+                val_loss = loss_fn(logits, y_valid).item()
+                val_accuracy = (logits.argmax(1) == y_valid).float().mean().item()
+
+            # Let the pruner stop unpromising trials early.
+            trial.report(val_loss, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        return {"val_loss": val_loss, "val_accuracy": val_accuracy, "loss": train_loss}
