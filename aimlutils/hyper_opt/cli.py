@@ -115,7 +115,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    console = Console(stderr=False)
+    console = Console(soft_wrap=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         return run(args, console)

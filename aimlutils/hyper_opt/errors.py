@@ -64,29 +64,54 @@ def join_path(*parts: object) -> str:
     return ".".join(str(part) for part in parts if part != "")
 
 
+def _key_path(data: Any, loc: tuple[Any, ...], missing: bool) -> tuple[Any, ...]:
+    """``loc`` without the union-member tags pydantic inserts (``direction.literal[...]``).
+
+    A part is kept only where it is a real key (or index) of the data at that level.
+    """
+    out = []
+    node = data
+    for index, part in enumerate(loc):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif not (missing and index == len(loc) - 1):
+            continue  # a tag: only a "missing" error names a key the data lacks, and last
+        out.append(part)
+    return tuple(out)
+
+
 def pydantic_problems(
     error: ValidationError,
     prefix: str = "",
     allowed_keys: Callable[[tuple[Any, ...]], Sequence[str]] | None = None,
+    data: Any = None,
 ) -> list[Problem]:
     """Turn a pydantic error into :class:`Problem` objects under the key path ``prefix``.
 
-    ``allowed_keys(loc)`` lists the keys allowed beside an unknown key at ``loc``, so the message
-    can list them and suggest the closest one.
+    ``data`` is the validated input, used to drop union-member tags from key paths (only the
+    first alternative's message is kept). ``allowed_keys(loc)`` lists the keys allowed beside an
+    unknown key at ``loc``, so the message can list them and suggest the closest one.
     """
-    problems = []
+    problems: dict[str, Problem] = {}
     for item in error.errors():
-        path = join_path(prefix, *item["loc"])
+        loc = tuple(item["loc"])
+        loc = _key_path(data, loc, item["type"] == "missing") if data is not None else loc
+        path = join_path(prefix, *loc)
+        if path in problems:
+            continue
         if item["type"] == "extra_forbidden":
             message = "unknown key"
             if allowed_keys is not None:
-                allowed = list(allowed_keys(tuple(item["loc"][:-1])))
-                close = difflib.get_close_matches(str(item["loc"][-1]), allowed, n=1)
+                allowed = list(allowed_keys(loc[:-1]))
+                close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
                 message += f" (did you mean {close[0]!r}?)" if close else ""
                 message += f"; allowed here: {', '.join(allowed)}"
         elif item["type"] == "missing":
             message = "required key is missing"
         else:
             message = f"got {format_value(item['input'])}; {item['msg'][0].lower()}{item['msg'][1:]}"
-        problems.append(Problem(path, message))
-    return problems
+        problems[path] = Problem(path, message)
+    # Of a union's alternatives, keep the one that got furthest into the value.
+    return [p for p in problems.values() if not any(q.startswith(p.path + ".") for q in problems)]

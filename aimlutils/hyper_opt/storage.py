@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Literal
 
 import optuna
-from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryFailedTrialCallback
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalRedisBackend
 
 logger = logging.getLogger(__name__)
@@ -38,7 +38,7 @@ _SCHEMES: dict[str, StorageKind] = {
 }
 
 # The driver each database URL needs, and the extra that installs it.
-_DRIVERS = {"postgresql": ("psycopg2", "postgres"), "mysql": ("pymysql", "mysql"), "redis": ("redis", "redis")}
+_DRIVERS = {"postgresql": ("psycopg", "postgres"), "mysql": ("pymysql", "mysql"), "redis": ("redis", "redis")}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,11 +94,11 @@ def parse_storage(
             raise ValueError("a SQLite URL needs a file: sqlite:///relative/path.db or sqlite:////abs/path.db")
         # Workers may start in another directory, so the path is made absolute here.
         return StorageSpec("sqlite", f"sqlite:///{(base_dir / rest[1:]).resolve()}")
-    if kind == "mysql" and "+" not in scheme:
-        # SQLAlchemy's default MySQL driver needs a C build; PyMySQL is pure Python.
-        storage = "mysql+pymysql://" + rest
-    if kind == "postgresql" and base == "postgres":
-        storage = "postgresql" + storage[len(base) :]
+    if "+" not in scheme and kind in ("mysql", "postgresql"):
+        # Name the driver the extras install: SQLAlchemy's default MySQL driver needs a C build,
+        # and its default PostgreSQL driver changed between releases.
+        driver = {"mysql": "mysql+pymysql", "postgresql": "postgresql+psycopg"}[kind]
+        storage = f"{driver}://{rest}"
     return StorageSpec(kind, storage)
 
 
@@ -107,8 +107,9 @@ def missing_driver(spec: StorageSpec) -> str | None:
     if spec.kind not in _DRIVERS:
         return None
     module, extra = _DRIVERS[spec.kind]
-    if spec.kind == "postgresql" and "+" in spec.location.split("://", 1)[0]:
-        return None  # the user picked a driver; SQLAlchemy reports it if missing
+    scheme = spec.location.split("://", 1)[0]
+    if spec.kind != "redis" and not scheme.endswith("+" + module):
+        return None  # the user picked another driver; SQLAlchemy names it if it is missing
     if importlib.util.find_spec(module) is None:
         return f"{spec.kind} storage needs the {module} package: pip install 'aimlutils[{extra}]'"
     return None
@@ -131,7 +132,7 @@ def open_storage(spec: StorageSpec, retries: int = 1) -> BaseStorage:
         engine_kwargs=engine_kwargs,
         heartbeat_interval=HEARTBEAT_INTERVAL_S,
         grace_period=GRACE_PERIOD_S,
-        failed_trial_callback=RetryFailedTrialCallback(max_retry=retries),
+        heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=retries),
     )
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import socket
-import time
 from collections.abc import Callable
+from pathlib import Path
+from typing import IO
 
 import optuna
 from optuna.storages import BaseStorage
@@ -103,13 +105,36 @@ def count(trials: list[FrozenTrial]) -> dict[TrialState, int]:
     return out
 
 
+class ClaimLock:
+    """An exclusive POSIX lock on a file in ``save_path``, held from budget check to new trial.
+
+    ``lockf`` locks hold across the nodes of a cluster on NFS, where ``flock`` may not.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh: IO[bytes] | None = None
+
+    def acquire(self) -> None:
+        if self._fh is None:
+            self._fh = open(self.path, "a+b")  # noqa: SIM115 - released by release()
+            fcntl.lockf(self._fh, fcntl.LOCK_EX)
+
+    def release(self) -> None:
+        if self._fh is not None:
+            fcntl.lockf(self._fh, fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None
+
+
 class TrialBudget:
     """Keeps the study's COMPLETE + PRUNED trials at exactly ``n_trials``, however many workers.
 
     Before asking for a trial a worker waits while finished plus running trials already fill the
-    budget (a running trial may still fail and free its place). Two workers can pass that check at
-    once, so after asking, a trial runs only if the trials numbered before it (which every other
-    worker also sees before it) plus those already finished leave room: the lowest number wins.
+    budget (a running trial may still fail and free its place). The check and the ask happen under
+    a lock file in ``save_path`` so two workers do not take the last place together. Should the
+    lock not hold (a file system without POSIX locks), a trial still runs only if the trials
+    numbered before it, which every worker sees, plus those finished leave room: the lowest wins.
     """
 
     def __init__(
@@ -128,19 +153,18 @@ class TrialBudget:
         states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
         return self.study.get_trials(deepcopy=False, states=states)
 
-    def wait_for_room(self) -> bool:
-        """Block until a new trial may start; ``False`` once the budget is spent."""
-        while True:
-            trials = self._trials()
-            counts = count(trials)
-            done = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
-            if done >= self.n_trials:
-                return False
-            if done + counts[TrialState.RUNNING] < self.n_trials:
-                return True
-            if self.recover is not None:
-                self.recover([t for t in trials if t.state == TrialState.RUNNING])
-            time.sleep(self.poll_s)
+    def has_room(self) -> bool | None:
+        """``True``: a trial may start; ``False``: the budget is spent; ``None``: wait and retry."""
+        trials = self._trials()
+        counts = count(trials)
+        done = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
+        if done >= self.n_trials:
+            return False
+        if done + counts[TrialState.RUNNING] < self.n_trials:
+            return True
+        if self.recover is not None:
+            self.recover([t for t in trials if t.state == TrialState.RUNNING])
+        return None
 
     def admits(self, number: int) -> bool:
         """Whether the freshly asked trial ``number`` fits in the budget."""

@@ -12,6 +12,7 @@ import os
 import signal
 import socket
 import sys
+import time
 import traceback
 from collections.abc import Sequence
 from typing import Any
@@ -58,6 +59,8 @@ class Worker:
         self.storage = open_storage(cfg.storage)
         self.study = study_lib.load(cfg, self.storage, n_workers, index)
         self.budget = study_lib.TrialBudget(self.study, cfg.optuna.n_trials, poll_s, self._recover)
+        self.claim_lock = study_lib.ClaimLock(cfg.save_path / ".claim.lock")
+        self.poll_s = poll_s
         self.identity = {
             "worker": index,
             "host": socket.gethostname(),
@@ -84,17 +87,29 @@ class Worker:
         """Run trials until the budget is spent; returns how many this worker ran."""
         ran = 0
         try:
-            while self.budget.wait_for_room():
+            while True:
+                self.claim_lock.acquire()
+                room = self.budget.has_room()
+                if room is None:  # running trials fill the budget; one may still fail
+                    self.claim_lock.release()
+                    time.sleep(self.poll_s)
+                    continue
+                if not room:
+                    break
+                # _run_trial releases the lock as soon as the new trial exists.
                 self.study.optimize(self._run_trial, n_trials=1, catch=(Exception,), callbacks=[self._record])
                 ran += 1
         except KeyboardInterrupt:
             # Optuna has already marked the running trial FAIL; give it its CSV row.
             self._record_interrupted()
             raise
+        finally:
+            self.claim_lock.release()
         return ran
 
     def _run_trial(self, trial: optuna.Trial) -> float | list[float]:
         self._current = trial.number
+        self.claim_lock.release()
         trial.set_user_attr(WORKER_ATTR, self.identity)
         if not self.budget.admits(trial.number):
             trial.set_user_attr(FAIL_REASON_ATTR, "not run: another worker took the last place in n_trials")

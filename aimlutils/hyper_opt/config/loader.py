@@ -25,6 +25,7 @@ from aimlutils.hyper_opt.errors import (
     pydantic_problems,
 )
 from aimlutils.hyper_opt.config.schema import HyperConfigSchema, OptunaSection, SchedulerSection
+from aimlutils.hyper_opt.objective_loader import check_objective_source
 from aimlutils.hyper_opt.search_space import SearchSpace
 from aimlutils.hyper_opt.storage import StorageSpec, missing_driver, parse_storage
 
@@ -105,7 +106,7 @@ def check_config(
     try:
         schema = HyperConfigSchema.model_validate(hyper)
     except ValidationError as err:
-        problems += pydantic_problems(err, allowed_keys=_allowed_keys)
+        problems += pydantic_problems(err, allowed_keys=_allowed_keys, data=hyper)
     optuna_raw: Mapping[str, Any] = hyper["optuna"] if isinstance(hyper.get("optuna"), Mapping) else {}
     problems += _check_names(hyper, optuna_raw)
     problems += _check_metrics(optuna_raw)
@@ -223,7 +224,8 @@ def _objective_path(
         if candidate.is_file():
             if candidate.suffix != ".py":
                 return None, [Problem("optuna.objective", f"{value!r} is not a Python file (.py)")]
-            return candidate, []
+            problem = check_objective_source(candidate)
+            return (None, [Problem("optuna.objective", problem)]) if problem else (candidate, [])
     looked = " and ".join(str(c) for c in dict.fromkeys(candidates))
     return None, [Problem("optuna.objective", f"file {value!r} not found (looked for {looked})")]
 

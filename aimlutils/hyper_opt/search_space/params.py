@@ -167,7 +167,7 @@ def parameter_from_settings(
     try:
         parsed = model.model_validate(dict(settings))
     except ValidationError as err:
-        return None, pydantic_problems(err, settings_path, lambda _: list(model.model_fields))
+        return None, pydantic_problems(err, settings_path, lambda _: list(model.model_fields), dict(settings))
     problems = _settings_problems(kind, parsed, settings_path)
     if problems:
         return None, problems

@@ -1,0 +1,119 @@
+"""Shared fixtures: study files in a temporary directory, and the real database services."""
+
+from __future__ import annotations
+
+import os
+import socket
+import textwrap
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+SERVICES = {
+    "postgresql": ("127.0.0.1", 5432, "postgresql://postgres@127.0.0.1:5432/test"),
+    "mysql": ("127.0.0.1", 3306, "mysql://root@127.0.0.1:3306/test"),
+    "redis": ("127.0.0.1", 6379, "redis://127.0.0.1:6379/0"),
+}
+
+# An objective for tests: a quadratic in the tuned values, with knobs read from the model config.
+OBJECTIVE = textwrap.dedent(
+    '''
+    import math, os, time
+    from aimlutils.hyper_opt.base_objective import *
+
+    def custom_updates(trial, conf):
+        if "num_dense" in conf["optuna"]["parameters"]:
+            n = trial.suggest_int("num_dense", 0, 10)
+            conf["model"]["dense_hidden_dims"] = [8] * n
+        return conf
+
+    class Objective(BaseObjective):
+        def __init__(self, study, config, metric="val_loss", device="cpu"):
+            BaseObjective.__init__(self, study, config, metric, device)
+
+        def train(self, trial, conf):
+            test = conf.get("test", {})
+            x = conf["optimizer"]["learning_rate"]
+            if test.get("fail_on") is not None and trial.number % test["fail_on"] == 0:
+                raise RuntimeError("boom on purpose")
+            for step in range(test.get("steps", 1)):
+                time.sleep(test.get("sleep", 0.0))
+                trial.report(x + 1.0 / (step + 1), step)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+            if test.get("return_nan") and trial.number % 2 == 0:
+                return {"val_loss": float("nan")}
+            return {
+                "val_loss": (x - 0.3) ** 2,
+                "lr_seen": x,
+                "hidden_seen": len(conf["model"].get("dense_hidden_dims", [])),
+                "device_seen": self.device,
+            }
+    '''
+)
+
+
+def service_url(kind: str) -> str:
+    """The URL of a real service, or fail (under CI) / skip (elsewhere) when it is unreachable."""
+    host, port, url = SERVICES[kind]
+    try:
+        with socket.create_connection((host, port), timeout=2):
+            return url
+    except OSError as err:
+        message = f"{kind} is not reachable on {host}:{port}: {err}"
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def hyper_config(save_path: Path, objective: Path, **optuna: Any) -> dict[str, Any]:
+    section: dict[str, Any] = {
+        "name": f"study-{uuid.uuid4().hex[:8]}",
+        "reload": 0,
+        "objective": str(objective),
+        "metric": "val_loss",
+        "direction": "minimize",
+        "n_trials": 6,
+        "gpu": False,
+        "save_path": str(save_path),
+        "sampler": {"type": "RandomSampler"},
+        "parameters": {
+            "optimizer:learning_rate": {
+                "type": "float",
+                "settings": {"name": "lr", "low": 0.0, "high": 1.0},
+            }
+        },
+    }
+    section.update(optuna)
+    return {"log": {"save_path": str(save_path / "log.txt")}, "optuna": section}
+
+
+MODEL = {
+    "model": {"dense_hidden_dims": [1000], "dense_dropouts": [0.0]},
+    "optimizer": {"type": "adam", "learning_rate": 0.001, "weight_decay": 0.0},
+    "trainer": {"epochs": 1},
+}
+
+
+@pytest.fixture
+def study_files(tmp_path: Path) -> Callable[..., tuple[Path, Path]]:
+    """Write ``hyper.yml``, ``model.yml`` and ``objective.py``; keyword arguments go to ``optuna``.
+
+    ``test=`` sets the objective's knobs (``sleep``, ``steps``, ``fail_on``, ``return_nan``).
+    """
+
+    def make(test: dict[str, Any] | None = None, hyper: dict[str, Any] | None = None, **optuna: Any) -> tuple[Path, Path]:
+        objective = tmp_path / "objective.py"
+        objective.write_text(OBJECTIVE)
+        data = hyper or hyper_config(tmp_path / "results", objective, **optuna)
+        model = dict(MODEL, test=test or {})
+        hyper_path, model_path = tmp_path / "hyper.yml", tmp_path / "model.yml"
+        hyper_path.write_text(yaml.safe_dump(data, sort_keys=False))
+        model_path.write_text(yaml.safe_dump(model, sort_keys=False))
+        return hyper_path, model_path
+
+    return make
