@@ -21,7 +21,7 @@ SERVICES = {
 
 # An objective for tests: a quadratic in the tuned values, with knobs read from the model config.
 OBJECTIVE = textwrap.dedent(
-    '''
+    """
     import math, os, time
     from aimlutils.hyper_opt.base_objective import *
 
@@ -53,7 +53,7 @@ OBJECTIVE = textwrap.dedent(
                 "hidden_seen": len(conf["model"].get("dense_hidden_dims", [])),
                 "device_seen": self.device,
             }
-    '''
+    """
 )
 
 
@@ -106,7 +106,9 @@ def study_files(tmp_path: Path) -> Callable[..., tuple[Path, Path]]:
     ``test=`` sets the objective's knobs (``sleep``, ``steps``, ``fail_on``, ``return_nan``).
     """
 
-    def make(test: dict[str, Any] | None = None, hyper: dict[str, Any] | None = None, **optuna: Any) -> tuple[Path, Path]:
+    def make(
+        test: dict[str, Any] | None = None, hyper: dict[str, Any] | None = None, **optuna: Any
+    ) -> tuple[Path, Path]:
         objective = tmp_path / "objective.py"
         objective.write_text(OBJECTIVE)
         data = hyper or hyper_config(tmp_path / "results", objective, **optuna)

@@ -36,37 +36,110 @@ CASES = [
     ({"optuna.n_trials": "many"}, "optuna.n_trials", "got 'many'; input should be a valid integer"),
     ({"optuna.n_trials": 0}, "optuna.n_trials", "greater than or equal to 1"),
     ({"optuna.direction": "minimise"}, "optuna.direction", "'minimize' or 'maximize'"),
-    ({"optuna.metric": ["val_loss", "acc"]}, "optuna.direction", "got 1 direction(s) ['minimize'] for 2 metric(s)"),
-    ({"optuna.parameters.dropout": {"type": "float", "settings": {"name": "dr", "low": 0.9, "high": 0.5}}},
-     "optuna.parameters.dropout.settings.low", "low (0.9) is greater than high (0.5)"),
-    ({"optuna.parameters.dropout": {"type": "floaty", "settings": {"low": 0, "high": 1}}},
-     "optuna.parameters.dropout.type", "got 'floaty'; allowed types: categorical, discrete_uniform, float, int"),
-    ({"optuna.parameters.dropout": {"type": "float", "settings": {"lo": 0, "high": 1}}},
-     "optuna.parameters.dropout.settings.lo", "unknown key (did you mean 'low'?)"),
-    ({"optuna.parameters.dropout": {"type": "float", "settings": {"low": 0}}},
-     "optuna.parameters.dropout.settings.high", "required key is missing"),
-    ({"optuna.parameters.num_dense": {"type": "int", "settings": {"low": 0.5, "high": 4}}},
-     "optuna.parameters.num_dense.settings.low", "got 0.5"),
-    ({"optuna.parameters.lr2": {"type": "loguniform", "settings": {"low": 0.0, "high": 0.1}}},
-     "optuna.parameters.lr2.settings.low", "a log-scaled range needs low > 0"),
-    ({"optuna.parameters.wd": {"type": "float", "settings": {"low": 0.1, "high": 1.0, "step": 0.1, "log": True}}},
-     "optuna.parameters.wd.settings.step", "use either step or log"),
-    ({"optuna.parameters.act": {"type": "categorical", "settings": {"choices": []}}},
-     "optuna.parameters.act.settings.choices", "at least 1 item"),
-    ({"optuna.parameters.optimizer:learning_rate:x": {"type": "float", "settings": {"name": "x", "low": 0, "high": 1}}},
-     "optuna.parameters.optimizer:learning_rate:x", "'optimizer.learning_rate' in the model config is 0.001 (float), not a mapping"),
-    ({"optuna.parameters.trainer:epochs": {"type": "int", "settings": {"name": "lr", "low": 1, "high": 3}}},
-     "optuna.parameters.trainer:epochs.settings.name", "'lr' is already the name of parameter 'optimizer:learning_rate'"),
-    ({"optuna.sampler": {"type": "TPESampeler"}}, "optuna.sampler.type", "got 'TPESampeler'; allowed samplers: BruteForceSampler"),
-    ({"optuna.sampler": {"type": "TPESampler", "n_startup": 5}}, "optuna.sampler.n_startup", "TPESampler has no argument 'n_startup'; allowed: consider_prior"),
+    (
+        {"optuna.metric": ["val_loss", "acc"]},
+        "optuna.direction",
+        "got 1 direction(s) ['minimize'] for 2 metric(s)",
+    ),
+    (
+        {"optuna.parameters.dropout": {"type": "float", "settings": {"name": "dr", "low": 0.9, "high": 0.5}}},
+        "optuna.parameters.dropout.settings.low",
+        "low (0.9) is greater than high (0.5)",
+    ),
+    (
+        {"optuna.parameters.dropout": {"type": "floaty", "settings": {"low": 0, "high": 1}}},
+        "optuna.parameters.dropout.type",
+        "got 'floaty'; allowed types: categorical, discrete_uniform, float, int",
+    ),
+    (
+        {"optuna.parameters.dropout": {"type": "float", "settings": {"lo": 0, "high": 1}}},
+        "optuna.parameters.dropout.settings.lo",
+        "unknown key (did you mean 'low'?)",
+    ),
+    (
+        {"optuna.parameters.dropout": {"type": "float", "settings": {"low": 0}}},
+        "optuna.parameters.dropout.settings.high",
+        "required key is missing",
+    ),
+    (
+        {"optuna.parameters.num_dense": {"type": "int", "settings": {"low": 0.5, "high": 4}}},
+        "optuna.parameters.num_dense.settings.low",
+        "got 0.5",
+    ),
+    (
+        {"optuna.parameters.lr2": {"type": "loguniform", "settings": {"low": 0.0, "high": 0.1}}},
+        "optuna.parameters.lr2.settings.low",
+        "a log-scaled range needs low > 0",
+    ),
+    (
+        {
+            "optuna.parameters.wd": {
+                "type": "float",
+                "settings": {"low": 0.1, "high": 1.0, "step": 0.1, "log": True},
+            }
+        },
+        "optuna.parameters.wd.settings.step",
+        "use either step or log",
+    ),
+    (
+        {"optuna.parameters.act": {"type": "categorical", "settings": {"choices": []}}},
+        "optuna.parameters.act.settings.choices",
+        "at least 1 item",
+    ),
+    (
+        {
+            "optuna.parameters.optimizer:learning_rate:x": {
+                "type": "float",
+                "settings": {"name": "x", "low": 0, "high": 1},
+            }
+        },
+        "optuna.parameters.optimizer:learning_rate:x",
+        "'optimizer.learning_rate' in the model config is 0.001 (float), not a mapping",
+    ),
+    (
+        {
+            "optuna.parameters.trainer:epochs": {
+                "type": "int",
+                "settings": {"name": "lr", "low": 1, "high": 3},
+            }
+        },
+        "optuna.parameters.trainer:epochs.settings.name",
+        "'lr' is already the name of parameter 'optimizer:learning_rate'",
+    ),
+    (
+        {"optuna.sampler": {"type": "TPESampeler"}},
+        "optuna.sampler.type",
+        "got 'TPESampeler'; allowed samplers: BruteForceSampler",
+    ),
+    (
+        {"optuna.sampler": {"type": "TPESampler", "n_startup": 5}},
+        "optuna.sampler.n_startup",
+        "TPESampler has no argument 'n_startup'; allowed: consider_prior",
+    ),
     ({"optuna.pruner": {"type": "MedianPrunner"}}, "optuna.pruner.type", "allowed pruners: HyperbandPruner"),
-    ({"optuna.pruner": {"type": "MedianPruner", "n_startup_trials": -1}}, "optuna.pruner", "MedianPruner(n_startup_trials=-1) was refused by Optuna"),
-    ({"optuna.pruner": {"type": "PatientPruner", "patience": 2}}, "optuna.pruner.wrapped_pruner", "PatientPruner needs this argument"),
-    ({"optuna.objective": "nowhere/objective.py"}, "optuna.objective", "file 'nowhere/objective.py' not found"),
+    (
+        {"optuna.pruner": {"type": "MedianPruner", "n_startup_trials": -1}},
+        "optuna.pruner",
+        "MedianPruner(n_startup_trials=-1) was refused by Optuna",
+    ),
+    (
+        {"optuna.pruner": {"type": "PatientPruner", "patience": 2}},
+        "optuna.pruner.wrapped_pruner",
+        "PatientPruner needs this argument",
+    ),
+    (
+        {"optuna.objective": "nowhere/objective.py"},
+        "optuna.objective",
+        "file 'nowhere/objective.py' not found",
+    ),
     ({"optuna.save_path": _DELETE}, "optuna.save_path", "required key is missing"),
     ({"optuna.name": _DELETE}, "optuna.name", "required key is missing"),
     ({"optuna.storage": "mongodb://db/x"}, "optuna.storage", "unknown storage URL scheme 'mongodb'"),
-    ({"optuna.storage_type": "mongo"}, "optuna.storage_type", "got 'mongo'; input should be 'sqlite', 'maria' or 'nfs'"),
+    (
+        {"optuna.storage_type": "mongo"},
+        "optuna.storage_type",
+        "got 'mongo'; input should be 'sqlite', 'maria' or 'nfs'",
+    ),
     ({"optuna.enqueue": [{"lrr": 0.1}]}, "optuna.enqueue.0.lrr", "not a parameter name; parameters: lr"),
     ({"optuna.enqueue": [{"lr": 7.0}]}, "optuna.enqueue.0.lr", "7.0 is outside FloatDistribution"),
     ({"optuna.gpu": "maybe"}, "optuna.gpu", "got 'maybe'; input should be a valid boolean"),

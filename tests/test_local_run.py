@@ -17,12 +17,15 @@ from optuna.trial import TrialState
 
 from aimlutils.hyper_opt.config import load_config
 from aimlutils.hyper_opt.storage import open_storage
-from tests.conftest import MODEL, OBJECTIVE, service_url
+from aimlutils.hyper_opt.trial_record import RunningTrials
+from tests.conftest import OBJECTIVE, service_url
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def optimize(hyper: Path, model: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess[str]:
+def optimize(
+    hyper: Path, model: Path, *args: str, env: dict | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, str(ROOT / "optimize.py"), str(hyper), str(model), *args],
         capture_output=True,
@@ -90,14 +93,16 @@ def test_slurm_section_without_sbatch_suggests_local(tmp_path, study_files):
 
 
 def test_four_workers_stop_at_exactly_n_trials(study_files):
-    hyper, model = study_files(test={"sleep": 0.05, "steps": 3}, n_trials=16, pruner={"type": "MedianPruner", "n_startup_trials": 2})
+    hyper, model = study_files(
+        test={"sleep": 0.05, "steps": 3}, n_trials=16, pruner={"type": "MedianPruner", "n_startup_trials": 2}
+    )
     proc = optimize(hyper, model, "--workers", "4")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     study = load_study(hyper, model)
     counts = states(study)
     assert counts.get("COMPLETE", 0) + counts.get("PRUNED", 0) == 16
     assert "RUNNING" not in counts
-    assert len({t.user_attrs["worker"]["pid"] for t in finished(study)}) == 4
+    assert len({t.user_attrs["record"]["worker"]["pid"] for t in finished(study)}) == 4
 
 
 def test_pruned_and_failed_trials_are_rows_of_the_csv(study_files):
@@ -182,7 +187,9 @@ def test_ctrl_c_stops_workers_and_leaves_the_study_loadable(study_files):
     )
     deadline = time.monotonic() + 60
     cfg = load_config(hyper, model, base_dir=hyper.parent)
-    while time.monotonic() < deadline and not (cfg.csv_path.exists() and len(cfg.csv_path.read_text().splitlines()) > 2):
+    while time.monotonic() < deadline and not (
+        cfg.csv_path.exists() and len(cfg.csv_path.read_text().splitlines()) > 2
+    ):
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
@@ -193,7 +200,7 @@ def test_ctrl_c_stops_workers_and_leaves_the_study_loadable(study_files):
     assert "RUNNING" not in counts and counts.get("FAIL", 0) >= 1
     assert len(csv_rows(hyper, model)) == len(finished(study))
     # Workers are gone.
-    pids = {t.user_attrs["worker"]["pid"] for t in study.trials}
+    pids = {t.user_attrs["record"]["worker"]["pid"] for t in study.trials}
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
@@ -224,3 +231,42 @@ def test_each_storage_kind_runs_and_reloads(study_files, kind):
     assert len(csv_rows(hyper, model)) == 6
     if kind == "sqlite":
         assert (hyper.parent / "results/study.db").exists()
+
+
+def test_killed_worker_trial_is_failed_and_its_parameters_rerun(study_files):
+    hyper, model = study_files(test={"sleep": 0.4, "steps": 3}, n_trials=8)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "optimize.py"), str(hyper), str(model), "--workers", "2"],
+        cwd=hyper.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    cfg = load_config(hyper, model, base_dir=hyper.parent)
+    victim = None
+    deadline = time.monotonic() + 60
+    while victim is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        if cfg.storage.location and Path(cfg.storage.location).exists():
+            study = load_study(hyper, model)
+            running = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING]
+            owners = [RunningTrials(cfg.save_path / "running").owner(t.number) for t in running]
+            if running and owners[0]:
+                victim, pid = running[0], owners[0]["pid"]
+    assert victim is not None
+    os.kill(pid, signal.SIGKILL)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 1, out  # the launcher says a worker died ...
+    assert "exited with code -9" in out
+    study = load_study(hyper, model)
+    counts = states(study)
+    assert "RUNNING" not in counts  # ... but its trial is not left RUNNING,
+    assert counts["COMPLETE"] == 8
+    failed = study.trials[victim.number]
+    assert (
+        failed.state == TrialState.FAIL
+        and "ended during the trial" in failed.user_attrs["record"]["fail_reason"]
+    )
+    retries = [t for t in study.trials if t.user_attrs.get("retry_of") == victim.number]
+    assert len(retries) == 1 and retries[0].params == victim.params  # and its parameters ran again.
+    assert len(csv_rows(hyper, model)) == len(finished(study))

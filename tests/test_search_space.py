@@ -36,7 +36,9 @@ def test_each_parameter_type_maps_to_its_optuna_distribution(kind, settings, exp
 
 
 def test_discrete_uniform_with_quarter_step_stays_float():
-    space = _space({"x": {"type": "discrete_uniform", "settings": {"name": "x", "low": 0, "high": 2, "q": 0.25}}})
+    space = _space(
+        {"x": {"type": "discrete_uniform", "settings": {"name": "x", "low": 0, "high": 2, "q": 0.25}}}
+    )
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     values = [space.suggest(study.ask())["x"] for _ in range(20)]
     assert all(isinstance(v, float) and (v * 4).is_integer() for v in values)
@@ -51,7 +53,10 @@ def test_name_defaults_to_the_key_when_settings_has_none():
 def test_colon_path_writes_the_nested_value_and_plain_key_the_top_level():
     space = _space(
         {
-            "optimizer:learning_rate": {"type": "loguniform", "settings": {"name": "lr", "low": 1e-5, "high": 1e-2}},
+            "optimizer:learning_rate": {
+                "type": "loguniform",
+                "settings": {"name": "lr", "low": 1e-5, "high": 1e-2},
+            },
             "epochs": {"type": "int", "settings": {"name": "epochs", "low": 1, "high": 5}},
         }
     )
@@ -81,11 +86,15 @@ def test_keys_missing_from_the_model_config_are_left_for_custom_updates():
 
 
 def test_colon_path_through_a_non_mapping_is_a_problem():
-    space = _space({"optimizer:learning_rate:x": {"type": "float", "settings": {"name": "lr", "low": 0, "high": 1}}})
+    space = _space(
+        {"optimizer:learning_rate:x": {"type": "float", "settings": {"name": "lr", "low": 0, "high": 1}}}
+    )
     problems = space.check_targets({"optimizer": {"learning_rate": 0.1}})
     assert len(problems) == 1
     assert problems[0].path == "optuna.parameters.optimizer:learning_rate:x"
-    assert "'optimizer.learning_rate' in the model config is 0.1 (float), not a mapping" in problems[0].message
+    assert (
+        "'optimizer.learning_rate' in the model config is 0.1 (float), not a mapping" in problems[0].message
+    )
 
 
 def test_suggest_from_spec_reads_a_parameters_entry():

@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import optuna
 from rich.console import Console
@@ -18,7 +19,7 @@ from aimlutils.hyper_opt.errors import CONFIG_ERROR_EXIT_CODE
 from aimlutils.hyper_opt.launchers import LocalLauncher, default_workers, visible_gpus
 from aimlutils.hyper_opt.launchers.base import which
 from aimlutils.hyper_opt.logs import configure_logging
-from aimlutils.hyper_opt.results import export_csv
+from aimlutils.hyper_opt.results import ResultsCsv
 from aimlutils.hyper_opt.storage import open_storage
 
 logger = logging.getLogger(__name__)
@@ -33,10 +34,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("hyper", help="hyperparameter config (log / slurm / optuna sections)")
     parser.add_argument("model", help="the model config you train with")
-    parser.add_argument("--local", action="store_true", help="run the workers on this machine, even with a slurm/pbs section")
-    parser.add_argument("--workers", type=int, metavar="N", help="local workers (default: one per visible GPU, else 2)")
-    parser.add_argument("--reload", action="store_true", help="continue an existing study (as optuna.reload: 1)")
-    parser.add_argument("--export-csv", action="store_true", help="rebuild trial_results.csv from the study and exit")
+    parser.add_argument(
+        "--local", action="store_true", help="run the workers on this machine, even with a slurm/pbs section"
+    )
+    parser.add_argument(
+        "--workers", type=int, metavar="N", help="local workers (default: one per visible GPU, else 2)"
+    )
+    parser.add_argument(
+        "--reload", action="store_true", help="continue an existing study (as optuna.reload: 1)"
+    )
+    parser.add_argument(
+        "--export-csv", action="store_true", help="rebuild trial_results.csv from the study and exit"
+    )
     args = parser.parse_args(argv)
     if args.workers is not None and args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
@@ -77,10 +86,11 @@ def run(args: argparse.Namespace, console: Console) -> int:
     configure_logging(cfg.log_file, prefix="optimize")
     logging.getLogger("aimlutils").handlers[0].setLevel(logging.WARNING)  # the terminal shows progress
     storage = open_storage(cfg.storage)
-    paths = {"results": cfg.csv_path, "storage": str(cfg.storage)}
+    paths: dict[str, Path | str] = {"results": cfg.csv_path, "storage": str(cfg.storage)}
     if args.export_csv:
         study = study_lib.load(cfg, storage, 1)
-        rows = export_csv(study, cfg.csv_path)
+        with ResultsCsv(cfg.csv_path) as out:
+            rows = out.export(study)
         console.print(f"wrote {rows} rows to {cfg.csv_path}")
         return 0
     unplaced = cfg.space.unplaced(cfg.model)

@@ -72,9 +72,9 @@ def _key_path(data: Any, loc: tuple[Any, ...], missing: bool) -> tuple[Any, ...]
     out = []
     node = data
     for index, part in enumerate(loc):
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        in_dict = isinstance(node, dict) and part in node
+        in_list = isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+        if in_dict or in_list:
             node = node[part]
         elif not (missing and index == len(loc) - 1):
             continue  # a tag: only a "missing" error names a key the data lacks, and last

@@ -6,26 +6,32 @@ be rebuilt from the study at any time (:func:`export_csv`).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import fcntl
 import io
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from aimlutils.hyper_opt.base_objective import RESULTS_ATTR
-
-#: Trial user attributes the worker sets.
-WORKER_ATTR = "worker"
-FAIL_REASON_ATTR = "fail_reason"
+from aimlutils.hyper_opt.trial_record import read_record
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 _HEAD = ["trial", "state", "value"]
-_TAIL = ["duration_s", "datetime_start", "datetime_complete", "worker", "host", "pid", "job_id", "fail_reason"]
+_TAIL = [
+    "duration_s",
+    "datetime_start",
+    "datetime_complete",
+    "worker",
+    "host",
+    "pid",
+    "job_id",
+    "fail_reason",
+]
 
 
 def trial_row(trial: FrozenTrial) -> dict[str, Any]:
@@ -34,15 +40,16 @@ def trial_row(trial: FrozenTrial) -> dict[str, Any]:
     # Pruned trials keep their last intermediate value, so a row shows how far they got.
     row["value"] = trial.value if trial.values is not None and len(trial.values) == 1 else None
     row.update(trial.params)
-    for key, value in (trial.user_attrs.get(RESULTS_ATTR) or {}).items():
+    record = read_record(trial)
+    for key, value in (record.get("results") or {}).items():
         row[key if key not in row else f"result_{key}"] = value
     start, end = trial.datetime_start, trial.datetime_complete
     row["duration_s"] = round((end - start).total_seconds(), 3) if start and end else None
     row["datetime_start"] = start.isoformat() if start else None
     row["datetime_complete"] = end.isoformat() if end else None
-    worker = trial.user_attrs.get(WORKER_ATTR) or {}
+    worker = record.get("worker") or {}
     row.update({k: worker.get(k) for k in ("worker", "host", "pid", "job_id")})
-    row["fail_reason"] = trial.user_attrs.get(FAIL_REASON_ATTR)
+    row["fail_reason"] = record.get("fail_reason")
     return row
 
 
@@ -52,50 +59,68 @@ def _header(existing: list[str], new_keys: Iterable[str]) -> list[str]:
     return _HEAD + middle + _TAIL
 
 
-def _write(fh: io.TextIOBase, header: list[str], rows: Iterable[Mapping[str, Any]]) -> None:
-    writer = csv.DictWriter(fh, header, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-
-
-def append_row(path: Path, row: Mapping[str, Any]) -> None:
-    """Append ``row`` under an exclusive lock; rewrite the file when the row brings new columns.
+class ResultsCsv:
+    """``trial_results.csv`` opened once by a worker; every write happens under an exclusive lock.
 
     ``lockf`` locks (POSIX record locks) also hold across nodes on NFS, where ``flock`` may not.
+    The file is rewritten in place, never replaced, so a lock always covers the file others see.
+
+    Example:
+        >>> import tempfile
+        >>> with ResultsCsv(Path(tempfile.mkdtemp()) / "t.csv") as out:
+        ...     out.append({"trial": 0, "state": "COMPLETE", "value": 0.5, "lr": 0.1})
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    with os.fdopen(fd, "r+", newline="", encoding="utf-8") as fh:
-        fcntl.lockf(fh, fcntl.LOCK_EX)
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._fh = os.fdopen(fd, "r+", newline="", encoding="utf-8")
+
+    def __enter__(self) -> ResultsCsv:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._fh.close()
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[io.TextIOWrapper]:
+        fcntl.lockf(self._fh, fcntl.LOCK_EX)
         try:
+            self._fh.seek(0)  # also drops what was read before another process wrote
+            yield self._fh
+            self._fh.flush()
+        finally:
+            fcntl.lockf(self._fh, fcntl.LOCK_UN)
+
+    def append(self, row: Mapping[str, Any]) -> None:
+        """Append ``row``; rewrite the file with a wider header when the row brings new columns."""
+        with self._locked() as fh:
             first = fh.readline()
             header = next(csv.reader([first])) if first.strip() else []
             if header and set(row) <= set(header):
                 fh.seek(0, os.SEEK_END)
                 csv.DictWriter(fh, header).writerow(row)
-            else:
-                fh.seek(0)
-                rows = list(csv.DictReader(fh)) if header else []
-                rows.append(dict(row))
-                fh.seek(0)
-                fh.truncate()
-                _write(fh, _header(header, [k for r in rows for k in r]), rows)
-            fh.flush()
-        finally:
-            fcntl.lockf(fh, fcntl.LOCK_UN)
+                return
+            fh.seek(0)
+            rows = list(csv.DictReader(fh)) if header else []
+            rows.append(dict(row))
+            _rewrite(fh, _header(header, [k for r in rows for k in r]), rows)
+
+    def export(self, study: optuna.Study) -> int:
+        """Rewrite the file from the study; returns the number of rows."""
+        rows = [trial_row(t) for t in study.get_trials(deepcopy=False, states=FINISHED)]
+        with self._locked() as fh:
+            _rewrite(fh, _header([], [k for r in rows for k in r]), rows)
+        return len(rows)
 
 
-def export_csv(study: optuna.Study, path: Path) -> int:
-    """Rewrite ``path`` from the study (under the same lock workers use); returns the row count."""
-    rows = [trial_row(t) for t in study.get_trials(deepcopy=False, states=FINISHED)]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    with os.fdopen(fd, "r+", newline="", encoding="utf-8") as fh:
-        fcntl.lockf(fh, fcntl.LOCK_EX)
-        try:
-            fh.truncate()
-            _write(fh, _header([], [k for r in rows for k in r]), rows)
-            fh.flush()
-        finally:
-            fcntl.lockf(fh, fcntl.LOCK_UN)
-    return len(rows)
+def _rewrite(fh: io.TextIOWrapper, header: list[str], rows: Iterable[Mapping[str, Any]]) -> None:
+    fh.seek(0)
+    fh.truncate()
+    writer = csv.DictWriter(fh, header, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)

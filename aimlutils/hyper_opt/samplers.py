@@ -30,9 +30,9 @@ PRUNERS: dict[str, type] = _classes(optuna.pruners, optuna.pruners.BasePruner)
 
 
 def _accepted_kwargs(cls: type) -> dict[str, inspect.Parameter]:
-    params = inspect.signature(cls.__init__).parameters
+    params = inspect.signature(cls).parameters
     skip = (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
-    return {n: p for n, p in params.items() if n != "self" and p.kind not in skip}
+    return {n: p for n, p in params.items() if p.kind not in skip}
 
 
 def build(kind: str, spec: Mapping[str, Any], path: str) -> tuple[Any, list[Problem]]:
@@ -45,7 +45,9 @@ def build(kind: str, spec: Mapping[str, Any], path: str) -> tuple[Any, list[Prob
     name = spec.get("type")
     if name not in registry:
         allowed = ", ".join(sorted(registry))
-        return None, [Problem(join_path(path, "type"), f"got {format_value(name)}; allowed {kind}s: {allowed}")]
+        return None, [
+            Problem(join_path(path, "type"), f"got {format_value(name)}; allowed {kind}s: {allowed}")
+        ]
     cls = registry[str(name)]
     accepted = _accepted_kwargs(cls)
     kwargs = {k: v for k, v in spec.items() if k != "type"}

@@ -16,14 +16,13 @@ from optuna.trial import FrozenTrial, TrialState
 
 from aimlutils.hyper_opt import samplers
 from aimlutils.hyper_opt.config import RunConfig
-from aimlutils.hyper_opt.results import FAIL_REASON_ATTR, WORKER_ATTR
 from aimlutils.hyper_opt.storage import study_exists
+from aimlutils.hyper_opt.trial_record import RECORD_ATTR, RETRY_OF_ATTR, RunningTrials
 
 logger = logging.getLogger(__name__)
 
 #: Study user attribute: the ``optuna.metric`` names, for reports.
 METRICS_ATTR = "metrics"
-RETRY_OF_ATTR = "retry_of"
 
 
 class StudyExistsError(RuntimeError):
@@ -59,7 +58,7 @@ def create_or_load(cfg: RunConfig, storage: BaseStorage, n_workers: int) -> tupl
     study = optuna.create_study(
         study_name=name,
         storage=storage,
-        directions=list(cfg.directions),
+        directions=[optuna.study.StudyDirection[d.upper()] for d in cfg.directions],
         sampler=_sampler(cfg, n_workers, 0),
         pruner=_pruner(cfg),
     )
@@ -114,47 +113,61 @@ class ClaimLock:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fh: IO[bytes] | None = None
+        self.held = False
 
     def acquire(self) -> None:
         if self._fh is None:
-            self._fh = open(self.path, "a+b")  # noqa: SIM115 - released by release()
+            self._fh = open(self.path, "a+b")  # noqa: SIM115 - kept open for the worker's life
+        if not self.held:
             fcntl.lockf(self._fh, fcntl.LOCK_EX)
+            self.held = True
 
     def release(self) -> None:
-        if self._fh is not None:
+        if self._fh is not None and self.held:
             fcntl.lockf(self._fh, fcntl.LOCK_UN)
-            self._fh.close()
-            self._fh = None
+            self.held = False
 
 
 class TrialBudget:
     """Keeps the study's COMPLETE + PRUNED trials at exactly ``n_trials``, however many workers.
 
     Before asking for a trial a worker waits while finished plus running trials already fill the
-    budget (a running trial may still fail and free its place). The check and the ask happen under
-    a lock file in ``save_path`` so two workers do not take the last place together. Should the
-    lock not hold (a file system without POSIX locks), a trial still runs only if the trials
-    numbered before it, which every worker sees, plus those finished leave room: the lowest wins.
+    budget (a running trial may still fail and free its place); the check and the ask happen under
+    a lock file so two workers rarely ask for the last place together. Exactness does not rest on
+    the lock: a trial numbered ``n_trials`` or higher runs only if the trials numbered before it,
+    which every worker sees, plus those finished leave room, so of two racing trials the lower
+    number wins. Trials numbered below ``n_trials`` always fit, since there are only ``n_trials``
+    of them; checking them costs nothing, which keeps the common case cheap.
     """
 
     def __init__(
         self,
         study: optuna.Study,
+        storage: BaseStorage,
         n_trials: int,
-        poll_s: float = 1.0,
         recover: Callable[[list[FrozenTrial]], None] | None = None,
     ) -> None:
         self.study = study
+        self.storage = storage
         self.n_trials = n_trials
-        self.poll_s = poll_s
         self.recover = recover
+        self._study_id = storage.get_study_id_from_name(study.study_name)
 
     def _trials(self) -> list[FrozenTrial]:
         states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
         return self.study.get_trials(deepcopy=False, states=states)
 
+    def _fewer_trials_than_budget(self) -> bool:
+        try:
+            self.storage.get_trial_id_from_study_id_trial_number(self._study_id, self.n_trials - 1)
+        except KeyError:
+            return True
+        return False
+
     def has_room(self) -> bool | None:
         """``True``: a trial may start; ``False``: the budget is spent; ``None``: wait and retry."""
+        if self._fewer_trials_than_budget():
+            return True
         trials = self._trials()
         counts = count(trials)
         done = counts[TrialState.COMPLETE] + counts[TrialState.PRUNED]
@@ -168,11 +181,9 @@ class TrialBudget:
 
     def admits(self, number: int) -> bool:
         """Whether the freshly asked trial ``number`` fits in the budget."""
-        ahead = sum(
-            1
-            for t in self._trials()
-            if t.state != TrialState.RUNNING or t.number < number
-        )
+        if number < self.n_trials:
+            return True
+        ahead = sum(1 for t in self._trials() if t.state != TrialState.RUNNING or t.number < number)
         return ahead < self.n_trials
 
 
@@ -186,26 +197,33 @@ def process_is_gone(host: str | None, pid: int | None) -> bool:
         return True
     except PermissionError:
         return False
-    return False
+    try:  # a zombie (ended, not yet reaped by its parent) still answers kill(pid, 0)
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
 
 
-def fail_dead_trials(study: optuna.Study, storage: BaseStorage, running: list[FrozenTrial]) -> list[int]:
-    """Fail RUNNING trials whose worker process on this host is gone, and queue their parameters again.
+def fail_dead_trials(
+    study: optuna.Study, storage: BaseStorage, running: list[FrozenTrial], owners: RunningTrials
+) -> list[int]:
+    """Fail RUNNING trials whose worker process on this host is gone; queue their parameters again.
 
     Journal and Redis storages have no heartbeat, so without this a killed worker's trial would
-    stay RUNNING forever and hold a place in the budget.
+    stay RUNNING forever and hold a place in the budget. Returns the failed trial numbers.
     """
     failed = []
     for trial in running:
-        worker = trial.user_attrs.get(WORKER_ATTR) or {}
+        worker = owners.owner(trial.number) or {}
         if not process_is_gone(worker.get("host"), worker.get("pid")):
             continue
         reason = f"worker process {worker.get('pid')} on {worker.get('host')} ended during the trial"
-        storage.set_trial_user_attr(trial._trial_id, FAIL_REASON_ATTR, reason)
+        storage.set_trial_user_attr(trial._trial_id, RECORD_ATTR, {"worker": worker, "fail_reason": reason})
         try:
             study.tell(trial.number, state=TrialState.FAIL)
         except (ValueError, RuntimeError):  # another worker failed it first
             continue
+        owners.clear(trial.number)
         logger.warning("trial %d failed: %s", trial.number, reason)
         if RETRY_OF_ATTR not in trial.user_attrs:
             study.enqueue_trial(trial.params, user_attrs={RETRY_OF_ATTR: trial.number})

@@ -25,8 +25,9 @@ from aimlutils.hyper_opt.base_objective import BaseObjective
 from aimlutils.hyper_opt.config import ConfigError, RunConfig, load_config
 from aimlutils.hyper_opt.logs import configure_logging
 from aimlutils.hyper_opt.objective_loader import build_objective, import_objective_module
-from aimlutils.hyper_opt.results import FAIL_REASON_ATTR, WORKER_ATTR, append_row, trial_row
+from aimlutils.hyper_opt.results import ResultsCsv, trial_row
 from aimlutils.hyper_opt.storage import open_storage
+from aimlutils.hyper_opt.trial_record import RunningTrials, write_record
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +59,10 @@ class Worker:
         self.index = index
         self.storage = open_storage(cfg.storage)
         self.study = study_lib.load(cfg, self.storage, n_workers, index)
-        self.budget = study_lib.TrialBudget(self.study, cfg.optuna.n_trials, poll_s, self._recover)
+        self.budget = study_lib.TrialBudget(self.study, self.storage, cfg.optuna.n_trials, self._recover)
         self.claim_lock = study_lib.ClaimLock(cfg.save_path / ".claim.lock")
+        self.running = RunningTrials(cfg.save_path / "running")
+        self.csv = ResultsCsv(cfg.csv_path)
         self.poll_s = poll_s
         self.identity = {
             "worker": index,
@@ -68,7 +71,9 @@ class Worker:
             "job_id": job_id(),
         }
         self.objective = self._build_objective()
+        # The trial this worker runs now (number, storage id), for its CSV row.
         self._current: int | None = None
+        self._current_id = -1
 
     def _build_objective(self) -> BaseObjective:
         module = import_objective_module(self.cfg.objective)
@@ -78,6 +83,7 @@ class Worker:
         objective = build_objective(module, available)
         # hyper.yml decides the metric and the device, whatever the Objective's defaults say.
         objective.metric, objective.device, objective.worker_index = metric, device, self.index
+        objective.worker_identity = self.identity
         objective.search_space = self.cfg.space
         objective.optuna_section = dict(self.cfg.hyper["optuna"])
         objective.custom_updates = getattr(module, "custom_updates", None)
@@ -97,7 +103,8 @@ class Worker:
                 if not room:
                     break
                 # _run_trial releases the lock as soon as the new trial exists.
-                self.study.optimize(self._run_trial, n_trials=1, catch=(Exception,), callbacks=[self._record])
+                self.study.optimize(self._run_trial, n_trials=1, catch=(Exception,))
+                self._record(self.storage.get_trial(self._current_id))
                 ran += 1
         except KeyboardInterrupt:
             # Optuna has already marked the running trial FAIL; give it its CSV row.
@@ -105,48 +112,56 @@ class Worker:
             raise
         finally:
             self.claim_lock.release()
+            self.csv.close()
         return ran
 
     def _run_trial(self, trial: optuna.Trial) -> float | list[float]:
-        self._current = trial.number
+        self._current, self._current_id = trial.number, trial._trial_id
+        self.running.mark(trial.number, self.identity)
         self.claim_lock.release()
-        trial.set_user_attr(WORKER_ATTR, self.identity)
         if not self.budget.admits(trial.number):
-            trial.set_user_attr(FAIL_REASON_ATTR, "not run: another worker took the last place in n_trials")
+            self._fail(trial, "not run: another worker took the last place in n_trials")
             self._requeue_fixed_params(trial)
             raise BudgetTaken(f"trial {trial.number} not run: n_trials is already taken")
         try:
             return self.objective(trial)
         except optuna.TrialPruned:
+            write_record(trial, worker=self.identity)
             raise
         except KeyboardInterrupt:
-            trial.set_user_attr(FAIL_REASON_ATTR, "interrupted (Ctrl-C or SIGTERM)")
+            self._fail(trial, "interrupted (Ctrl-C or SIGTERM)")
             raise
         except Exception as err:
-            trial.set_user_attr(FAIL_REASON_ATTR, f"{type(err).__name__}: {err}")
+            self._fail(trial, f"{type(err).__name__}: {err}")
             logger.error("trial %d failed:\n%s", trial.number, traceback.format_exc())
             raise
+
+    def _fail(self, trial: optuna.Trial, reason: str) -> None:
+        write_record(trial, worker=self.identity, fail_reason=reason)
 
     def _requeue_fixed_params(self, trial: optuna.Trial) -> None:
         fixed = self.storage.get_trial_system_attrs(trial._trial_id).get("fixed_params")
         if fixed:
             self.study.enqueue_trial(fixed, user_attrs=dict(trial.user_attrs))
 
-    def _record(self, study: optuna.Study, trial: FrozenTrial) -> None:
+    def _record(self, trial: FrozenTrial) -> None:
         self._current = None
-        append_row(self.cfg.csv_path, trial_row(trial))
-        logger.info("trial %d %s value=%s params=%s", trial.number, trial.state.name, trial.value, trial.params)
+        self.running.clear(trial.number)
+        self.csv.append(trial_row(trial))
+        logger.info(
+            "trial %d %s value=%s params=%s", trial.number, trial.state.name, trial.value, trial.params
+        )
 
     def _record_interrupted(self) -> None:
         if self._current is None:
             return
         trial = self.study.get_trials(deepcopy=False)[self._current]
         if trial.state == TrialState.FAIL:
-            self._record(self.study, trial)
+            self._record(trial)
 
     def _recover(self, running: list[FrozenTrial]) -> None:
-        for number in study_lib.fail_dead_trials(self.study, self.storage, running):
-            append_row(self.cfg.csv_path, trial_row(self.study.get_trials(deepcopy=False)[number]))
+        for number in study_lib.fail_dead_trials(self.study, self.storage, running, self.running):
+            self.csv.append(trial_row(self.study.get_trials(deepcopy=False)[number]))
 
 
 def _sigterm_as_interrupt(signum: int, frame: Any) -> None:

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from aimlutils.hyper_opt import samplers
+from aimlutils.hyper_opt.config.schema import HyperConfigSchema, OptunaSection, SchedulerSection
 from aimlutils.hyper_opt.errors import (
     ConfigError,
     Problem,
@@ -24,7 +25,6 @@ from aimlutils.hyper_opt.errors import (
     join_path,
     pydantic_problems,
 )
-from aimlutils.hyper_opt.config.schema import HyperConfigSchema, OptunaSection, SchedulerSection
 from aimlutils.hyper_opt.objective_loader import check_objective_source
 from aimlutils.hyper_opt.search_space import SearchSpace
 from aimlutils.hyper_opt.storage import StorageSpec, missing_driver, parse_storage
@@ -121,7 +121,9 @@ def check_config(
     storage, found = _storage(optuna_raw, save_path or base_dir, base_dir)
     problems += found
     if isinstance(hyper.get("slurm"), Mapping) and isinstance(hyper.get("pbs"), Mapping):
-        problems.append(Problem("pbs", "both slurm and pbs sections are given; keep the one your cluster runs"))
+        problems.append(
+            Problem("pbs", "both slurm and pbs sections are given; keep the one your cluster runs")
+        )
     if problems or schema is None or save_path is None or objective is None or storage is None:
         raise ConfigError(problems)
     log_file = _log_file(schema, save_path, base_dir)
@@ -142,17 +144,20 @@ def check_config(
 
 def _allowed_keys(loc: tuple[Any, ...]) -> Sequence[str]:
     """The keys a schema model allows at ``loc``, found by walking the models' annotations."""
-    model: Any = HyperConfigSchema
+    model: type[BaseModel] | None = HyperConfigSchema
     for key in loc:
-        field = model.model_fields.get(key) if isinstance(model, type) else None
+        field = model.model_fields.get(key) if model is not None else None
         if field is None:
             return []
         model = next(
-            (a for a in typing.get_args(field.annotation) or (field.annotation,)
-             if isinstance(a, type) and issubclass(a, BaseModel)),
+            (
+                a
+                for a in typing.get_args(field.annotation) or (field.annotation,)
+                if isinstance(a, type) and issubclass(a, BaseModel)
+            ),
             None,
         )
-    return list(model.model_fields) if isinstance(model, type) else []
+    return list(model.model_fields) if model is not None else []
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -212,9 +217,7 @@ def _absolute(path: str, base_dir: Path) -> Path:
     return expanded if expanded.is_absolute() else (base_dir / expanded).resolve()
 
 
-def _objective_path(
-    value: Any, base_dir: Path, hyper_dir: Path | None
-) -> tuple[Path | None, list[Problem]]:
+def _objective_path(value: Any, base_dir: Path, hyper_dir: Path | None) -> tuple[Path | None, list[Problem]]:
     if not isinstance(value, str):
         return None, []  # missing or wrong type: the schema reports it
     candidates = [_absolute(value, base_dir)]

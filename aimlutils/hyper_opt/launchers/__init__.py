@@ -3,4 +3,11 @@
 from aimlutils.hyper_opt.launchers.base import Launcher, WorkerCommand, save_run_configs
 from aimlutils.hyper_opt.launchers.local import LocalLauncher, default_workers, visible_gpus
 
-__all__ = ["Launcher", "LocalLauncher", "WorkerCommand", "default_workers", "save_run_configs", "visible_gpus"]
+__all__ = [
+    "Launcher",
+    "LocalLauncher",
+    "WorkerCommand",
+    "default_workers",
+    "save_run_configs",
+    "visible_gpus",
+]

@@ -20,6 +20,7 @@ from aimlutils.hyper_opt import study as study_lib
 from aimlutils.hyper_opt.config import RunConfig
 from aimlutils.hyper_opt.launchers.base import Launcher, save_run_configs
 from aimlutils.hyper_opt.storage import open_storage
+from aimlutils.hyper_opt.trial_record import RunningTrials
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class LocalLauncher(Launcher):
         self.console = console or Console()
         self.poll_s = poll_s
         self.log_dir = cfg.save_path / "workers"
+        self.running = RunningTrials(cfg.save_path / "running")
 
     def _env(self, index: int, gpus: list[str]) -> dict[str, str]:
         env = dict(os.environ)
@@ -89,16 +91,20 @@ class LocalLauncher(Launcher):
         n_trials = self.cfg.optuna.n_trials
         try:
             with Live(console=self.console, refresh_per_second=2, transient=True) as live:
-                while any(p.poll() is None for p in procs):
+                # Poll every process (not any(), which stops early) so dead ones are reaped.
+                while [p.poll() for p in procs].count(None):
                     live.update(progress.snapshot(study, n_trials).line())
                     time.sleep(self.poll_s)
         except KeyboardInterrupt:
             self.console.print("Stopping the workers; their running trials are marked FAIL ...")
             self.stop(procs)
             running = [t for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING"]
-            study_lib.fail_dead_trials(study, storage, running)
+            study_lib.fail_dead_trials(study, storage, running, self.running)
             self.console.print("Stopped. The study is saved; set optuna.reload: 1 to continue it.")
             return 130
+        # A worker killed mid-trial (OOM, kill -9) leaves its trial RUNNING; no zombie outlives the run.
+        running = [t for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING"]
+        study_lib.fail_dead_trials(study, storage, running, self.running)
         return self._report_failures(procs)
 
     def stop(self, procs: list[subprocess.Popen[bytes]]) -> None:

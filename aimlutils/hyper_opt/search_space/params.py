@@ -85,7 +85,7 @@ class _DiscreteUniformSettings(_RangeSettings):
 
 
 class _CategoricalSettings(_Settings):
-    choices: list[None | bool | int | float | str] = Field(min_length=1)
+    choices: list[bool | int | float | str | None] = Field(min_length=1)
 
 
 _SETTINGS: dict[str, type[_Settings]] = {
@@ -191,9 +191,7 @@ def suggest_from_spec(trial: optuna.trial.BaseTrial, spec: Mapping[str, Any]) ->
     """
     kind = spec.get("type", "")
     settings = spec.get("settings", {})
-    parameter, problems = parameter_from_settings(
-        kind, settings, "parameter", str(settings.get("name", ""))
-    )
+    parameter, problems = parameter_from_settings(kind, settings, "parameter", str(settings.get("name", "")))
     if parameter is None:
         raise ValueError("; ".join(str(p) for p in problems))
     return parameter.suggest(trial)

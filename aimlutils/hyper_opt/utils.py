@@ -1,0 +1,63 @@
+"""Helpers for training loops (import path kept from the original package).
+
+``from aimlutils.hyper_opt.utils import KerasPruningCallback`` works without Keras installed;
+Keras is needed only when the callback is created.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from typing import Any
+
+import optuna
+
+from aimlutils.hyper_opt.search_space import suggest_from_spec
+
+__all__ = ["KerasPruningCallback", "suggest_from_spec", "trial_suggest_loader"]
+
+#: echo-opt's name for :func:`suggest_from_spec`, for ``custom_updates`` written for it.
+trial_suggest_loader = suggest_from_spec
+
+
+@functools.cache
+def _keras_callback_class() -> type:
+    try:
+        import keras
+    except ImportError as err:
+        raise ImportError("KerasPruningCallback needs Keras: pip install 'aimlutils[keras]'") from err
+
+    class _KerasPruningCallback(keras.callbacks.Callback):
+        def __init__(self, trial: optuna.trial.BaseTrial, monitor: str, interval: int = 1) -> None:
+            super().__init__()
+            self.trial, self.monitor, self.interval = trial, monitor, interval
+
+        def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+            if (epoch + 1) % self.interval:
+                return
+            value = (logs or {}).get(self.monitor)
+            if value is None:
+                warnings.warn(
+                    f"KerasPruningCallback: metric {self.monitor!r} is not in this epoch's logs "
+                    f"({sorted(logs or {})}); nothing reported",
+                    stacklevel=2,
+                )
+                return
+            self.trial.report(float(value), step=epoch)
+            if self.trial.should_prune():
+                # Raised from inside fit(), TrialPruned ends training and marks the trial PRUNED.
+                raise optuna.TrialPruned(f"pruned at epoch {epoch} ({self.monitor}={float(value):.6g})")
+
+    return _KerasPruningCallback
+
+
+class KerasPruningCallback:
+    """Reports ``monitor`` to Optuna after every ``interval`` epochs and stops a pruned trial.
+
+    Example:
+        >>> callbacks = [KerasPruningCallback(trial, "val_loss", interval=1)]  # doctest: +SKIP
+        >>> model.fit(x, y, validation_data=(xv, yv), callbacks=callbacks)  # doctest: +SKIP
+    """
+
+    def __new__(cls, trial: optuna.trial.BaseTrial, monitor: str, interval: int = 1) -> Any:
+        return _keras_callback_class()(trial, monitor, interval)
