@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import socket
 import textwrap
@@ -57,6 +58,20 @@ OBJECTIVE = textwrap.dedent(
 )
 
 
+def under_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def needs_module(name: str) -> None:
+    """Skip a test whose optional package is missing; under CI, where it is installed, fail."""
+    try:
+        importlib.import_module(name)
+    except ImportError as err:
+        if under_ci():
+            pytest.fail(f"{name} is not installed: {err}")
+        pytest.skip(f"needs {name}")
+
+
 def service_url(kind: str) -> str:
     """The URL of a real service, or fail (under CI) / skip (elsewhere) when it is unreachable."""
     host, port, url = SERVICES[kind]
@@ -65,7 +80,7 @@ def service_url(kind: str) -> str:
             return url
     except OSError as err:
         message = f"{kind} is not reachable on {host}:{port}: {err}"
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        if under_ci():
             pytest.fail(message)
         pytest.skip(message)
 

@@ -7,14 +7,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import yaml
+
+from tests.conftest import needs_module
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_torch_example_finishes_its_20_trials_with_pruning(tmp_path):
-    pytest.importorskip("torch", reason="the torch example needs the [torch] extra")
+    needs_module("torch")
     hyper = yaml.safe_load((ROOT / "examples/torch/hyper.yml").read_text())
     hyper["optuna"]["save_path"] = str(tmp_path / "results")
     hyper["log"]["save_path"] = str(tmp_path / "results/log.txt")
