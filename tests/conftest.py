@@ -53,6 +53,7 @@ OBJECTIVE = textwrap.dedent(
                 "lr_seen": x,
                 "hidden_seen": len(conf["model"].get("dense_hidden_dims", [])),
                 "device_seen": self.device,
+                "gpu_seen": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
             }
     """
 )

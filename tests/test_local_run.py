@@ -92,6 +92,35 @@ def test_slurm_section_without_sbatch_suggests_local(tmp_path, study_files):
     assert not (tmp_path / "results").exists()
 
 
+def test_each_local_worker_is_pinned_to_one_gpu(study_files):
+    hyper, model = study_files(test={"sleep": 0.2}, n_trials=12, gpu=True)
+    # Four visible GPUs (ids as CUDA_VISIBLE_DEVICES would give them); no --workers: one per GPU.
+    proc = optimize(hyper, model, env=dict(os.environ, CUDA_VISIBLE_DEVICES="0,1,2,3"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "4 local workers on GPUs 0, 1, 2, 3" in proc.stdout
+    rows = csv_rows(hyper, model)
+    assert {r["device_seen"] for r in rows} == {"cuda:0"}
+    gpu_of_pid: dict[str, set[str]] = {}
+    for r in rows:
+        gpu_of_pid.setdefault(r["pid"], set()).add(r["gpu_seen"])
+    assert all(len(gpus) == 1 for gpus in gpu_of_pid.values())  # a worker keeps its GPU
+    assert sorted(g for gpus in gpu_of_pid.values() for g in gpus) == ["0", "1", "2", "3"]
+
+
+def test_cpu_workers_get_cpu_device(study_files):
+    hyper, model = study_files(n_trials=2)
+    proc = optimize(hyper, model, env=dict(os.environ, CUDA_VISIBLE_DEVICES="0,1"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert {r["device_seen"] for r in csv_rows(hyper, model)} == {"cpu"}
+
+
+def test_sqlite_with_several_workers_warns(study_files):
+    hyper, model = study_files(n_trials=2, storage="sqlite:///results/s.db")
+    proc = optimize(hyper, model, "--workers", "2")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "unsafe on network file systems" in proc.stdout
+
+
 def test_four_workers_stop_at_exactly_n_trials(study_files):
     hyper, model = study_files(
         test={"sleep": 0.05, "steps": 3}, n_trials=16, pruner={"type": "MedianPruner", "n_startup_trials": 2}

@@ -111,6 +111,13 @@ def run(args: argparse.Namespace, console: Console) -> int:
         progress.print_summary(console, study, cfg.optuna.n_trials, paths)
         return 0
     n_workers = min(n_workers, remaining)
+    if cfg.storage.kind == "sqlite" and n_workers > 1:
+        console.print(
+            f"Warning: SQLite ({cfg.storage}) with {n_workers} workers: SQLite locks badly under many "
+            "writers and is unsafe on network file systems; prefer the default journal file, "
+            "PostgreSQL or MySQL for parallel studies.",
+            highlight=False,
+        )
     verb = "Continuing" if reloaded else "Starting"
     console.print(
         f"{verb} study {cfg.study_name!r}: {remaining} trials to go, {n_workers} local workers"
