@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import socket
+import subprocess
 import textwrap
 import uuid
 from collections.abc import Callable
@@ -41,8 +42,12 @@ OBJECTIVE = textwrap.dedent(
             x = conf["optimizer"]["learning_rate"]
             if test.get("fail_on") is not None and trial.number % test["fail_on"] == 0:
                 raise RuntimeError("boom on purpose")
+            sleep = test.get("sleep", 0.0)
+            retry = test.get("fast_retries") and "retry_of" in trial.user_attrs
+            if trial.number < test.get("fast_trials", 0) or retry:
+                sleep = 0.0
             for step in range(test.get("steps", 1)):
-                time.sleep(test.get("sleep", 0.0))
+                time.sleep(sleep)
                 trial.report(x + 1.0 / (step + 1), step)
                 if trial.should_prune():
                     raise optuna.TrialPruned()
@@ -86,6 +91,21 @@ def service_url(kind: str) -> str:
         pytest.skip(message)
 
 
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster() -> None:
+    """The project's 2-node test cluster, started if it is not running (fails under CI if it can't)."""
+    script = ROOT / "scripts" / "slurm-test-cluster.sh"
+    proc = subprocess.run(["bash", str(script), "start"], capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        message = f"the SLURM test cluster did not start:\n{proc.stdout}\n{proc.stderr}"
+        if under_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+
+
 def hyper_config(save_path: Path, objective: Path, **optuna: Any) -> dict[str, Any]:
     section: dict[str, Any] = {
         "name": f"study-{uuid.uuid4().hex[:8]}",
@@ -119,15 +139,20 @@ MODEL = {
 def study_files(tmp_path: Path) -> Callable[..., tuple[Path, Path]]:
     """Write ``hyper.yml``, ``model.yml`` and ``objective.py``; keyword arguments go to ``optuna``.
 
-    ``test=`` sets the objective's knobs (``sleep``, ``steps``, ``fail_on``, ``return_nan``).
+    ``test=`` sets the objective's knobs (``sleep``, ``steps``, ``fail_on``, ``return_nan``,
+    ``fast_trials``, ``fast_retries``); ``sections=`` adds top-level sections (``slurm``, ``pbs``).
     """
 
     def make(
-        test: dict[str, Any] | None = None, hyper: dict[str, Any] | None = None, **optuna: Any
+        test: dict[str, Any] | None = None,
+        hyper: dict[str, Any] | None = None,
+        sections: dict[str, Any] | None = None,
+        **optuna: Any,
     ) -> tuple[Path, Path]:
         objective = tmp_path / "objective.py"
         objective.write_text(OBJECTIVE)
         data = hyper or hyper_config(tmp_path / "results", objective, **optuna)
+        data.update(sections or {})
         model = dict(MODEL, test=test or {})
         hyper_path, model_path = tmp_path / "hyper.yml", tmp_path / "model.yml"
         hyper_path.write_text(yaml.safe_dump(data, sort_keys=False))

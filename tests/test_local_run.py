@@ -227,9 +227,11 @@ def test_ctrl_c_stops_workers_and_leaves_the_study_loadable(study_files):
     study = load_study(hyper, model)
     counts = states(study)
     assert "RUNNING" not in counts and counts.get("FAIL", 0) >= 1
+    # The interrupted trials' parameters wait for the next run.
+    assert counts.get("WAITING", 0) == counts["FAIL"]
     assert len(csv_rows(hyper, model)) == len(finished(study))
     # Workers are gone.
-    pids = {t.user_attrs["record"]["worker"]["pid"] for t in study.trials}
+    pids = {t.user_attrs["record"]["worker"]["pid"] for t in finished(study)}
     for pid in pids:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)

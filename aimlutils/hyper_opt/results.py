@@ -22,16 +22,8 @@ from aimlutils.hyper_opt.trial_record import read_record
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 _HEAD = ["trial", "state", "value"]
-_TAIL = [
-    "duration_s",
-    "datetime_start",
-    "datetime_complete",
-    "worker",
-    "host",
-    "pid",
-    "job_id",
-    "fail_reason",
-]
+_WORKER = ["worker", "host", "node", "gpu", "pid", "job_id"]
+_TAIL = ["duration_s", "datetime_start", "datetime_complete", *_WORKER, "fail_reason"]
 
 
 def trial_row(trial: FrozenTrial) -> dict[str, Any]:
@@ -48,7 +40,7 @@ def trial_row(trial: FrozenTrial) -> dict[str, Any]:
     row["datetime_start"] = start.isoformat() if start else None
     row["datetime_complete"] = end.isoformat() if end else None
     worker = record.get("worker") or {}
-    row.update({k: worker.get(k) for k in ("worker", "host", "pid", "job_id")})
+    row.update({k: worker.get(k) for k in _WORKER})
     row["fail_reason"] = record.get("fail_reason")
     return row
 

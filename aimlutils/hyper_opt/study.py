@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import os
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO
@@ -16,8 +14,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from aimlutils.hyper_opt import samplers
 from aimlutils.hyper_opt.config import RunConfig
+from aimlutils.hyper_opt.liveness import Liveness, QueueQuery
+from aimlutils.hyper_opt.results import ResultsCsv, trial_row
 from aimlutils.hyper_opt.storage import study_exists
-from aimlutils.hyper_opt.trial_record import RECORD_ATTR, RETRY_OF_ATTR, RunningTrials
+from aimlutils.hyper_opt.trial_record import RECORD_ATTR, RETRIES_ATTR, RETRY_OF_ATTR, RunningTrials
 
 logger = logging.getLogger(__name__)
 
@@ -187,45 +187,65 @@ class TrialBudget:
         return ahead < self.n_trials
 
 
-def process_is_gone(host: str | None, pid: int | None) -> bool:
-    """Whether ``pid`` on ``host`` has ended; only answerable for this host."""
-    if host != socket.gethostname() or not pid:
+def requeue(study: optuna.Study, trial: FrozenTrial, max_retries: int) -> bool:
+    """Queue ``trial``'s parameters again, unless they were already retried ``max_retries`` times."""
+    retries = int(trial.user_attrs.get(RETRIES_ATTR, 0))
+    if retries >= max_retries or not trial.params:
         return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    try:  # a zombie (ended, not yet reaped by its parent) still answers kill(pid, 0)
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
+    origin = trial.user_attrs.get(RETRY_OF_ATTR, trial.number)
+    study.enqueue_trial(trial.params, user_attrs={RETRY_OF_ATTR: origin, RETRIES_ATTR: retries + 1})
+    return True
 
 
 def fail_dead_trials(
-    study: optuna.Study, storage: BaseStorage, running: list[FrozenTrial], owners: RunningTrials
+    study: optuna.Study,
+    storage: BaseStorage,
+    running: list[FrozenTrial],
+    owners: RunningTrials,
+    liveness: Liveness,
+    max_retries: int = 1,
 ) -> list[int]:
-    """Fail RUNNING trials whose worker process on this host is gone; queue their parameters again.
+    """Fail RUNNING trials whose worker is gone and queue their parameters again.
 
     Journal and Redis storages have no heartbeat, so without this a killed worker's trial would
     stay RUNNING forever and hold a place in the budget. Returns the failed trial numbers.
     """
     failed = []
     for trial in running:
-        worker = owners.owner(trial.number) or {}
-        if not process_is_gone(worker.get("host"), worker.get("pid")):
+        owner = owners.owner(trial.number)
+        if owner is None or not liveness.is_gone(owner):
             continue
-        reason = f"worker process {worker.get('pid')} on {worker.get('host')} ended during the trial"
-        storage.set_trial_user_attr(trial._trial_id, RECORD_ATTR, {"worker": worker, "fail_reason": reason})
+        where = f"job {owner.get('job_id')}, " if owner.get("job_id") else ""
+        reason = f"worker process {owner.get('pid')} ({where}host {owner.get('host')}) ended during the trial"
+        storage.set_trial_user_attr(trial._trial_id, RECORD_ATTR, {"worker": owner, "fail_reason": reason})
         try:
             study.tell(trial.number, state=TrialState.FAIL)
         except (ValueError, RuntimeError):  # another worker failed it first
             continue
         owners.clear(trial.number)
         logger.warning("trial %d failed: %s", trial.number, reason)
-        if RETRY_OF_ATTR not in trial.user_attrs:
-            study.enqueue_trial(trial.params, user_attrs={RETRY_OF_ATTR: trial.number})
+        requeue(study, trial, max_retries)
         failed.append(trial.number)
+    return failed
+
+
+def sweep_dead_trials(
+    cfg: RunConfig,
+    study: optuna.Study,
+    storage: BaseStorage,
+    queue: QueueQuery | None,
+    max_retries: int | None = None,
+) -> list[int]:
+    """Fail the RUNNING trials whose worker or job is gone (one queue query), re-queue their
+    parameters, and give each its CSV row. Returns the failed trial numbers."""
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if not running:
+        return []
+    owners = RunningTrials(cfg.save_path / "running")
+    retries = cfg.optuna.max_retries if max_retries is None else max_retries
+    failed = fail_dead_trials(study, storage, running, owners, Liveness(queue, min_interval_s=0), retries)
+    if failed:
+        with ResultsCsv(cfg.csv_path) as out:
+            for number in failed:
+                out.append(trial_row(study.get_trials(deepcopy=False)[number]))
     return failed

@@ -21,6 +21,8 @@ from optuna.trial import FrozenTrial
 RECORD_ATTR = "record"
 #: Set on a re-queued trial: the number of the trial whose parameters it runs again.
 RETRY_OF_ATTR = "retry_of"
+#: Set on a re-queued trial: how many times its parameters have been re-queued.
+RETRIES_ATTR = "retries"
 
 
 def write_record(trial: optuna.trial.BaseTrial, **fields: Any) -> None:

@@ -7,6 +7,7 @@ of ``hyper.yml`` and ``model.yml`` saved in ``save_path``.
 from __future__ import annotations
 
 import argparse
+import datetime
 import logging
 import os
 import signal
@@ -23,6 +24,8 @@ from optuna.trial import FrozenTrial, TrialState
 from aimlutils.hyper_opt import study as study_lib
 from aimlutils.hyper_opt.base_objective import BaseObjective
 from aimlutils.hyper_opt.config import ConfigError, RunConfig, load_config
+from aimlutils.hyper_opt.launchers.scheduler import scheduler_queue
+from aimlutils.hyper_opt.liveness import Liveness
 from aimlutils.hyper_opt.logs import configure_logging
 from aimlutils.hyper_opt.objective_loader import build_objective, import_objective_module
 from aimlutils.hyper_opt.results import ResultsCsv, trial_row
@@ -67,9 +70,14 @@ class Worker:
         self.identity = {
             "worker": index,
             "host": socket.gethostname(),
+            "node": os.environ.get("SLURMD_NODENAME") or socket.gethostname(),
             "pid": os.getpid(),
             "job_id": job_id(),
+            "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"),
         }
+        self.liveness = Liveness(scheduler_queue(cfg) if self.identity["job_id"] else None)
+        self.job_end = job_end(os.environ.get("AIMLUTILS_JOB_END"))
+        self._durations: list[float] = []
         self.objective = self._build_objective()
         # The trial this worker runs now (number, storage id), for its CSV row.
         self._current: int | None = None
@@ -93,7 +101,7 @@ class Worker:
         """Run trials until the budget is spent; returns how many this worker ran."""
         ran = 0
         try:
-            while True:
+            while not self._out_of_time():
                 self.claim_lock.acquire()
                 room = self.budget.has_room()
                 if room is None:  # running trials fill the budget; one may still fail
@@ -103,11 +111,14 @@ class Worker:
                 if not room:
                     break
                 # _run_trial releases the lock as soon as the new trial exists.
+                started = time.monotonic()
                 self.study.optimize(self._run_trial, n_trials=1, catch=(Exception,))
+                self._durations.append(time.monotonic() - started)
                 self._record(self.storage.get_trial(self._current_id))
                 ran += 1
         except KeyboardInterrupt:
-            # Optuna has already marked the running trial FAIL; give it its CSV row.
+            # Optuna has already marked the running trial FAIL: give it its CSV row, and its
+            # parameters another run, since it was stopped, not wrong.
             self._record_interrupted()
             raise
         finally:
@@ -155,18 +166,54 @@ class Worker:
     def _record_interrupted(self) -> None:
         if self._current is None:
             return
-        trial = self.study.get_trials(deepcopy=False)[self._current]
+        trial = self.storage.get_trial(self._current_id)
         if trial.state == TrialState.FAIL:
             self._record(trial)
+            study_lib.requeue(self.study, trial, self.cfg.optuna.max_retries)
+
+    def _out_of_time(self) -> bool:
+        """Whether the next trial would not finish before the job's end (with 10% + 30 s to spare)."""
+        if self.job_end is None or not self._durations:
+            return False
+        needed = max(self._durations) * 1.1 + 30
+        if time.time() + needed <= self.job_end:
+            return False
+        logger.info(
+            "the job ends in %.0f s; a trial needs about %.0f s: stopping", self.job_end - time.time(), needed
+        )
+        return True
 
     def _recover(self, running: list[FrozenTrial]) -> None:
-        for number in study_lib.fail_dead_trials(self.study, self.storage, running, self.running):
+        dead = study_lib.fail_dead_trials(
+            self.study, self.storage, running, self.running, self.liveness, self.cfg.optuna.max_retries
+        )
+        for number in dead:
             self.csv.append(trial_row(self.study.get_trials(deepcopy=False)[number]))
 
 
-def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
-    # SIGTERM (a launcher stopping us, scancel) takes the same clean path as Ctrl-C.
-    raise KeyboardInterrupt
+def job_end(value: str | None) -> float | None:
+    """The job's end as a Unix time, from ``squeue -o %e`` output (local time, ISO format)."""
+    if not value or not value.strip():
+        return None
+    try:
+        return datetime.datetime.fromisoformat(value.strip()).timestamp()
+    except ValueError:  # "N/A", "Unknown": no limit known
+        return None
+
+
+class _Stop:
+    """The signal that asked this worker to stop; later signals are ignored while it cleans up."""
+
+    signum: int | None = None
+
+    @classmethod
+    def handler(cls, signum: int, frame: Any) -> None:
+        if cls.signum is not None:
+            return
+        cls.signum = signum
+        # SIGTERM (scancel, time limit, preemption, the local launcher) and SIGUSR1 (--signal)
+        # take the same clean path as Ctrl-C: fail the running trial, re-queue it, exit.
+        raise KeyboardInterrupt
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -182,7 +229,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    for signum in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+        signal.signal(signum, _Stop.handler)
     try:
         cfg = load_config(args.hyper, args.model)
     except ConfigError as err:
@@ -194,8 +242,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         worker = Worker(cfg, args.index, args.workers)
         ran = worker.run()
     except KeyboardInterrupt:
-        logger.warning("stopped by a signal; the running trial was marked FAIL")
-        return 130
+        logger.warning("stopped by a signal; the running trial was marked FAIL and queued again")
+        return 130 if _Stop.signum in (None, signal.SIGINT) else 0
     logger.info("no trials left in the budget; ran %d", ran)
     return 0
 

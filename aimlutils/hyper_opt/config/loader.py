@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from aimlutils.hyper_opt import samplers
+from aimlutils.hyper_opt.config.scheduler import check_scheduler
 from aimlutils.hyper_opt.config.schema import HyperConfigSchema, OptunaSection, SchedulerSection
 from aimlutils.hyper_opt.errors import (
     ConfigError,
@@ -84,16 +85,18 @@ def read_yaml(path: str | os.PathLike[str], label: str) -> dict[str, Any]:
 
 def load_config(
     hyper_path: str | os.PathLike[str],
-    model_path: str | os.PathLike[str],
+    model_path: str | os.PathLike[str] | None,
     base_dir: Path | None = None,
 ) -> RunConfig:
     """Read and check both files; relative paths are taken from ``base_dir`` (default: cwd).
+
+    Without ``model_path`` the model config is empty (for commands that only read the study).
 
     Raises:
         ConfigError: listing every problem found.
     """
     hyper = read_yaml(hyper_path, "hyper.yml")
-    model = read_yaml(model_path, "model.yml")
+    model = read_yaml(model_path, "model.yml") if model_path is not None else {}
     return check_config(hyper, model, Path(base_dir or Path.cwd()), Path(hyper_path).parent)
 
 
@@ -120,6 +123,9 @@ def check_config(
     problems += _check_enqueue(optuna_raw, space)
     storage, found = _storage(optuna_raw, save_path or base_dir, base_dir)
     problems += found
+    for name in ("slurm", "pbs"):
+        if isinstance(hyper.get(name), Mapping):
+            problems += check_scheduler(name, hyper[name], optuna_raw.get("gpu") is True)
     if isinstance(hyper.get("slurm"), Mapping) and isinstance(hyper.get("pbs"), Mapping):
         problems.append(
             Problem("pbs", "both slurm and pbs sections are given; keep the one your cluster runs")

@@ -20,7 +20,6 @@ from aimlutils.hyper_opt import study as study_lib
 from aimlutils.hyper_opt.config import RunConfig
 from aimlutils.hyper_opt.launchers.base import Launcher, save_run_configs
 from aimlutils.hyper_opt.storage import open_storage
-from aimlutils.hyper_opt.trial_record import RunningTrials
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +54,6 @@ class LocalLauncher(Launcher):
         self.console = console or Console()
         self.poll_s = poll_s
         self.log_dir = cfg.save_path / "workers"
-        self.running = RunningTrials(cfg.save_path / "running")
 
     def _env(self, index: int, gpus: list[str]) -> dict[str, str]:
         env = dict(os.environ)
@@ -98,13 +96,11 @@ class LocalLauncher(Launcher):
         except KeyboardInterrupt:
             self.console.print("Stopping the workers; their running trials are marked FAIL ...")
             self.stop(procs)
-            running = [t for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING"]
-            study_lib.fail_dead_trials(study, storage, running, self.running)
+            study_lib.sweep_dead_trials(self.cfg, study, storage, None, max_retries=0)
             self.console.print("Stopped. The study is saved; set optuna.reload: 1 to continue it.")
             return 130
         # A worker killed mid-trial (OOM, kill -9) leaves its trial RUNNING; no zombie outlives the run.
-        running = [t for t in study.get_trials(deepcopy=False) if t.state.name == "RUNNING"]
-        study_lib.fail_dead_trials(study, storage, running, self.running)
+        study_lib.sweep_dead_trials(self.cfg, study, storage, None)
         return self._report_failures(procs)
 
     def stop(self, procs: list[subprocess.Popen[bytes]]) -> None:

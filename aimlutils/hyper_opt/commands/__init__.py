@@ -1,0 +1,1 @@
+"""The commands of ``optimize.py``: run (the default), status and cancel."""

@@ -1,0 +1,74 @@
+"""Is the worker that runs a trial still alive? By process id on this host, by job id elsewhere."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+#: ``{job id: state}`` of the queued and running jobs, from one scheduler call.
+QueueQuery = Callable[[], dict[str, str]]
+
+
+def alive(job_id: str | None, queue: dict[str, str]) -> bool:
+    """Whether job ``job_id`` is in ``queue``: a job (``123``, any of its array tasks counts) or
+    one array task (``123_4``)."""
+    if not job_id:
+        return False
+    if job_id in queue:
+        return True
+    return "_" not in job_id and any(k.split("_", 1)[0] == job_id for k in queue)
+
+
+def process_is_gone(pid: int | None) -> bool:
+    """Whether process ``pid`` of this host has ended (a zombie counts as ended)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:  # a zombie (ended, not yet reaped by its parent) still answers kill(pid, 0)
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
+
+
+class Liveness:
+    """Decides whether a RUNNING trial's owner (host, pid, job id) is gone.
+
+    A process on this host is checked directly. One on another host is gone when its job is no
+    longer queued or running; the queue is asked at most once every ``min_interval_s`` seconds,
+    whatever the number of trials checked, because the scheduler is a shared service.
+    """
+
+    def __init__(self, queue: QueueQuery | None = None, min_interval_s: float = 60.0) -> None:
+        self.queue = queue
+        self.min_interval_s = min_interval_s
+        self.host = socket.gethostname()
+        self._states: dict[str, str] | None = None
+        self._asked = -float("inf")
+        self.queries = 0
+
+    def _queue_states(self) -> dict[str, str] | None:
+        if self.queue is None:
+            return None
+        if time.monotonic() - self._asked >= self.min_interval_s:
+            self._states = self.queue()
+            self._asked = time.monotonic()
+            self.queries += 1
+        return self._states
+
+    def is_gone(self, owner: dict[str, Any] | None) -> bool:
+        if not owner:
+            return False
+        if owner.get("host") == self.host:
+            return process_is_gone(owner.get("pid"))
+        states = self._queue_states() if owner.get("job_id") else None
+        return states is not None and not alive(owner.get("job_id"), states)

@@ -1,0 +1,239 @@
+"""The SLURM launcher against the project's real 2-node test cluster (scripts/slurm-test-cluster.sh)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from aimlutils.hyper_opt.config import RunConfig, load_config
+from aimlutils.hyper_opt.storage import open_storage
+from aimlutils.hyper_opt.trial_record import RunningTrials
+from tests.conftest import ROOT, service_url
+
+pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
+
+
+def run(hyper: Path, model: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return command(str(hyper), model, *args)
+
+
+def command(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """``optimize.py ARGS`` in the directory of the hyper.yml among them."""
+    hyper = next(Path(a) for a in args if str(a).endswith("hyper.yml"))
+    return subprocess.run(
+        [sys.executable, str(ROOT / "optimize.py"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=hyper.parent,
+        timeout=120,
+    )
+
+
+def slurm(jobs: int, gpus: int, **batch: Any) -> dict[str, Any]:
+    return {
+        "slurm": {"jobs": jobs, "gpus_per_node": gpus, "batch": {"gres": f"gpu:{gpus}", "t": "10", **batch}}
+    }
+
+
+def config(hyper: Path, model: Path) -> RunConfig:
+    return load_config(hyper, model, base_dir=hyper.parent)
+
+
+def study_of(cfg: RunConfig) -> optuna.Study:
+    return optuna.load_study(study_name=cfg.study_name, storage=open_storage(cfg.storage))
+
+
+def job_ids(cfg: RunConfig) -> list[str]:
+    return [job["job_id"] for job in json.loads((cfg.save_path / "jobs.json").read_text())]
+
+
+def queued(ids: list[str]) -> list[str]:
+    out = subprocess.run(
+        ["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True, check=True
+    ).stdout
+    return [j for j in out.split() if j.split("_")[0] in ids]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.5)
+
+
+def counts(study: optuna.Study) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        out[t.state.name] = out.get(t.state.name, 0) + 1
+    return out
+
+
+def done(study: optuna.Study) -> int:
+    c = counts(study)
+    return c.get("COMPLETE", 0) + c.get("PRUNED", 0)
+
+
+def finish(cfg: RunConfig, timeout: float = 150) -> optuna.Study:
+    """Wait until the study's jobs have left the queue; return the study."""
+    wait_for(lambda: not queued(job_ids(cfg)), timeout, "the jobs to end")
+    return study_of(cfg)
+
+
+def csv_count(cfg: RunConfig) -> int:
+    return len(cfg.csv_path.read_text().splitlines()) - 1
+
+
+def finished(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    return study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
+
+
+def assert_interrupted_trials_were_rerun(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    failed = [t for t in study.trials if t.state == TrialState.FAIL]
+    for trial in failed:
+        reruns = [t for t in study.trials if t.user_attrs.get("retry_of") == trial.number]
+        assert reruns, f"trial {trial.number} ({trial.user_attrs.get('record')}) was not queued again"
+        assert any(t.params == trial.params and t.state == TrialState.COMPLETE for t in reruns)
+    return failed
+
+
+def test_two_jobs_of_four_gpus_run_eight_workers_each_on_its_own_node_and_gpu(study_files):
+    hyper, model = study_files(test={"sleep": 1.0, "steps": 2}, n_trials=24, gpu=True, sections=slurm(2, 4))
+    proc = run(hyper, model)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Submitted 2 job(s) of 4 worker(s)" in proc.stdout
+    cfg = config(hyper, model)
+    study = finish(cfg)
+    assert counts(study) == {"COMPLETE": 24}
+    workers = [t.user_attrs["record"]["worker"] for t in study.trials]
+    pairs = {(w["node"], w["gpu"]) for w in workers}
+    assert pairs == {(node, str(gpu)) for node in ("node1", "node2") for gpu in range(4)}
+    # The eight ran at the same time: some moment has eight trials in flight.
+    spans = [(t.datetime_start, t.datetime_complete) for t in study.trials]
+    assert max(sum(s <= start < e for s, e in spans) for start, _ in spans) == 8
+    assert csv_count(cfg) == 24
+
+
+@pytest.mark.parametrize("storage", ["journal", "sqlite", "postgresql"])
+def test_scancel_and_kill_9_mid_trial_lose_nothing(study_files, storage):
+    url = {"journal": None, "sqlite": "sqlite:///results/study.db", "postgresql": None}[storage]
+    if storage == "postgresql":
+        url = service_url("postgresql")
+    extra = {"storage": url} if url else {}
+    hyper, model = study_files(
+        test={"sleep": 0.75, "steps": 2}, n_trials=10, gpu=True, sections=slurm(2, 2), **extra
+    )
+    assert run(hyper, model).returncode == 0
+    cfg = config(hyper, model)
+    (array,) = job_ids(cfg)
+    owners = RunningTrials(cfg.save_path / "running")
+
+    def running_owners() -> dict[int, dict[str, Any]]:
+        running = study_of(cfg).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        return {t.number: o for t in running if (o := owners.owner(t.number))}
+
+    wait_for(
+        lambda: {o["job_id"] for o in running_owners().values()} >= {f"{array}_0", f"{array}_1"},
+        60,
+        "both jobs",
+    )
+    victim_number, victim = next((n, o) for n, o in running_owners().items() if o["job_id"] == f"{array}_0")
+    os.kill(victim["pid"], signal.SIGKILL)
+    subprocess.run(["scancel", f"{array}_1"], check=True)
+    study = finish(cfg)
+    c = counts(study)
+    assert "RUNNING" not in c
+    assert c.get("COMPLETE", 0) + c.get("PRUNED", 0) == 10
+    failed = assert_interrupted_trials_were_rerun(study)
+    reasons = {t.number: t.user_attrs["record"]["fail_reason"] for t in failed}
+    assert "ended during the trial" in reasons[victim_number]
+    assert any(r.startswith("interrupted") for r in reasons.values()), reasons
+    assert csv_count(cfg) == len(finished(study))
+
+
+def test_time_limit_ends_jobs_cleanly_and_an_interrupted_trial_reruns(study_files, tmp_path_factory):
+    # A: 20 s trials in a 1-minute job: workers stop starting trials that would not finish.
+    hyper_a, model_a = study_files(test={"sleep": 10, "steps": 2}, n_trials=5, sections=slurm(1, 1, t="1"))
+    # B: a trial longer than the job: killed at the limit, failed, queued again, then re-run.
+    other = tmp_path_factory.mktemp("b")
+    (other / "objective.py").write_text((hyper_a.parent / "objective.py").read_text())
+    data = yaml.safe_load(hyper_a.read_text())
+    data["optuna"].update(name="time-limit-b", n_trials=2, save_path=str(other / "results"))
+    data["optuna"]["objective"] = str(other / "objective.py")
+    data["log"] = {"save_path": str(other / "results/log.txt")}
+    hyper_b, model_b = other / "hyper.yml", other / "model.yml"
+    hyper_b.write_text(yaml.safe_dump(data, sort_keys=False))
+    test_b = {"sleep": 20, "steps": 4, "fast_trials": 1, "fast_retries": True}
+    model_b.write_text(yaml.safe_dump({**yaml.safe_load(model_a.read_text()), "test": test_b}))
+    assert run(hyper_a, model_a).returncode == 0
+    assert run(hyper_b, model_b).returncode == 0
+    cfg_a, cfg_b = config(hyper_a, model_a), config(hyper_b, model_b)
+    study_a, study_b = finish(cfg_a, 150), finish(cfg_b, 150)
+
+    c = counts(study_a)
+    assert c.get("RUNNING", 0) == 0 and c.get("FAIL", 0) == 0 and 1 <= c["COMPLETE"] < 5
+    state_a = _job_state(job_ids(cfg_a)[0])
+    assert state_a == "COMPLETED", state_a  # it left before its limit, with exit code 0
+
+    assert _job_state(job_ids(cfg_b)[0]) == "TIMEOUT"
+    (interrupted,) = [t for t in study_b.trials if t.state == TrialState.FAIL]
+    assert interrupted.user_attrs["record"]["fail_reason"].startswith("interrupted")
+    assert "RUNNING" not in counts(study_b)
+    proc = run(hyper_b, model_b, "--reload")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    study_b = finish(cfg_b)
+    assert done(study_b) == 2
+    assert_interrupted_trials_were_rerun(study_b)
+
+
+def _job_state(job_id: str) -> str:
+    out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
+    return next((f.split("=", 1)[1] for f in out.split() if f.startswith("JobState=")), "gone")
+
+
+def test_status_cancel_and_reload_after_all_jobs_were_cancelled(study_files):
+    hyper, model = study_files(test={"sleep": 1.0, "steps": 2}, n_trials=12, gpu=True, sections=slurm(2, 2))
+    assert run(hyper, model).returncode == 0
+    cfg = config(hyper, model)
+    wait_for(lambda: counts(study_of(cfg)).get("RUNNING", 0) >= 4, 60, "four running trials")
+    status = command("status", hyper)
+    assert status.returncode == 0, status.stdout + status.stderr
+    (array,) = job_ids(cfg)
+    assert "Running trials" in status.stdout and f"{array}_" in status.stdout
+    assert "RUNNING" in status.stdout  # the queue state of the array's tasks
+    cancel = command("cancel", hyper)
+    assert cancel.returncode == 0, cancel.stdout + cancel.stderr
+    assert f"Cancelled 1 job(s): {array}" in cancel.stdout
+    wait_for(lambda: not queued([array]), 30, "the cancelled jobs to leave the queue")
+    study = study_of(cfg)
+    assert "RUNNING" not in counts(study)
+    assert done(study) < 12
+    proc = run(hyper, model, "--reload")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Continuing study" in proc.stdout
+    study = finish(cfg)
+    assert done(study) == 12 and "RUNNING" not in counts(study)
+    assert_interrupted_trials_were_rerun(study)
+    assert csv_count(cfg) == len(finished(study))
+    after = command("status", hyper)
+    assert "12/12 done" in after.stdout and "ended" in after.stdout
+
+
+def test_failed_sbatch_reports_command_exit_code_and_output(study_files):
+    hyper, model = study_files(sections=slurm(1, 1, partition="no-such-partition"))
+    proc = run(hyper, model)
+    assert proc.returncode == 1
+    assert "sbatch --parsable" in proc.stdout and "failed with exit code 1" in proc.stdout
+    assert "invalid partition" in proc.stdout.lower()
