@@ -74,13 +74,15 @@ slurmd_alive() { pidfile_alive "$(slurmd_pidfile "$1")" slurmd; }
 
 ensure_packages() {
     if command -v sbatch >/dev/null && command -v slurmctld >/dev/null \
-        && command -v slurmd >/dev/null && command -v munged >/dev/null; then
+        && command -v slurmd >/dev/null && command -v munged >/dev/null \
+        && command -v qsub >/dev/null; then
         return 0
     fi
-    log "installing slurm-wlm and munge with apt-get"
+    log "installing slurm-wlm, its PBS wrappers (qsub, qstat, qdel) and munge with apt-get"
     export DEBIAN_FRONTEND=noninteractive
     # Recommends would add ~30 optional plugin/-dev packages we do not use.
-    local pkgs=(slurm-wlm munge) opts=(-y -q --no-install-recommends)
+    # slurm-wlm-torque runs #PBS scripts through Slurm: enough to run the PBS launcher end to end.
+    local pkgs=(slurm-wlm slurm-wlm-torque munge) opts=(-y -q --no-install-recommends)
     local apt_log=${LOG_DIR}/apt.log
     mkdir -p "${LOG_DIR}"
     # A fresh machine may have empty package lists; only update when needed.

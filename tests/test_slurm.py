@@ -237,3 +237,40 @@ def test_failed_sbatch_reports_command_exit_code_and_output(study_files):
     assert proc.returncode == 1
     assert "sbatch --parsable" in proc.stdout and "failed with exit code 1" in proc.stdout
     assert "invalid partition" in proc.stdout.lower()
+
+
+def test_pbs_jobs_run_through_qsub(study_files):
+    """Debian's qsub wrapper runs #PBS scripts on the Slurm test cluster: a smoke test of the
+    PBS launcher end to end (the wrapper ignores select=/ngpus=, so no GPUs here)."""
+    section = {"jobs": 2, "tasks_per_worker": 2, "batch": {"l": ["select=1:ncpus=2", "walltime=00:10:00"]}}
+    hyper, model = study_files(test={"sleep": 0.5, "steps": 2}, n_trials=8, sections={"pbs": section})
+    proc = run(hyper, model)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Submitted 2 job(s) of 2 worker(s)" in proc.stdout
+    cfg = config(hyper, model)
+    study = finish(cfg)
+    assert counts(study) == {"COMPLETE": 8}
+    workers = {
+        (t.user_attrs["record"]["worker"]["worker"], t.user_attrs["record"]["worker"]["job_id"])
+        for t in study.trials
+    }
+    assert sorted(w for w, _ in workers) == [0, 1, 2, 3]
+    assert len({j for _, j in workers}) == 2
+    status = command("status", hyper)
+    assert "8/8 done" in status.stdout and "ended" in status.stdout
+
+
+def test_requeued_job_rejoins_the_study(study_files):
+    """Preemption with requeue: the job's trial fails and is queued again, the job comes back."""
+    hyper, model = study_files(test={"sleep": 1.0, "steps": 2}, n_trials=8, gpu=True, sections=slurm(1, 2))
+    assert run(hyper, model).returncode == 0
+    cfg = config(hyper, model)
+    (job,) = job_ids(cfg)
+    wait_for(lambda: counts(study_of(cfg)).get("RUNNING", 0) >= 2, 60, "running trials")
+    subprocess.run(["scontrol", "requeue", job], check=True)
+    study = finish(cfg, 150)
+    c = counts(study)
+    assert c.get("COMPLETE", 0) == 8 and "RUNNING" not in c
+    failed = assert_interrupted_trials_were_rerun(study)
+    assert failed and all(t.user_attrs["record"]["fail_reason"].startswith("interrupted") for t in failed)
+    assert len({t.user_attrs["record"]["worker"]["pid"] for t in finished(study)}) == 4  # two runs of 2

@@ -42,6 +42,7 @@ class OptunaSection(_Section):
     pruner: dict[str, Any] | None = None
     parameters: dict[str, Any] = Field(default_factory=dict)
     enqueue: list[dict[str, Any]] = Field(default_factory=list)
+    max_retries: int = Field(default=1, ge=0)
 
 
 class SchedulerSection(_Section):
@@ -54,6 +55,8 @@ class SchedulerSection(_Section):
     gpus_per_node: int | None = Field(default=None, ge=1)
     tasks_per_worker: int = Field(default=1, ge=1)
     trials_per_job: int | None = Field(default=None, ge=1)
+    array: bool = True
+    throttle: int | None = Field(default=None, ge=1)
 
 
 class HyperConfigSchema(_Section):
