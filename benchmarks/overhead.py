@@ -20,6 +20,9 @@ from pathlib import Path
 import optuna
 import yaml
 
+# Run as a script, so this folder is on sys.path.
+from _doc import write_section
+
 from aimlutils.hyper_opt.config import load_config
 from aimlutils.hyper_opt.storage import open_storage, parse_storage
 from aimlutils.hyper_opt.study import create_or_load
@@ -125,7 +128,6 @@ def main() -> None:
         ]
     )
     text = (
-        "# Benchmarks\n\n"
         "## Worker overhead against plain Optuna\n\n"
         "`python benchmarks/overhead.py` runs a null objective over three parameters (RandomSampler,\n"
         "one worker) through plain `study.optimize` and through the full worker path (checked config,\n"
@@ -136,8 +138,7 @@ def main() -> None:
         f"Measured {datetime.date.today()} on {platform.machine()}, Python {platform.python_version()}, "
         f"Optuna {optuna.__version__}, {_cpus()} CPU cores.\n"
     )
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text)
+    write_section(args.output, "overhead", text)
 
 
 def _cpus() -> int:

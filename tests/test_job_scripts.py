@@ -142,3 +142,21 @@ def test_seed_002_config_dry_runs_with_its_slurm_section():
         "--array=0-19",
     ):
         assert line in proc.stdout
+
+
+def test_separate_jobs_on_request_and_only_as_many_as_useful(study_files):
+    from aimlutils.hyper_opt.config import load_config
+    from aimlutils.hyper_opt.launchers.scheduler import batch_launcher
+
+    section = {**SLURM, "array": False, "throttle": None}
+    hyper, model = study_files(gpu=True, sections={"slurm": section})
+    launcher = batch_launcher(load_config(hyper, model))
+    assert launcher is not None and launcher.workers_per_job == 4
+    job = launcher.plan(8)
+    assert "--array" not in job.text
+    assert [c.split()[2] for c in job.submit] == [
+        "--export=ALL,AIMLUTILS_JOB_INDEX=0",
+        "--export=ALL,AIMLUTILS_JOB_INDEX=1",
+    ]
+    # Five trials left: two jobs of four workers would leave three idle; 5 workers need 2 jobs, 3 need 1.
+    assert launcher.jobs_for(5) == 2 and launcher.jobs_for(3) == 1 and launcher.jobs_for(100) == 2

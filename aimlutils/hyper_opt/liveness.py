@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import socket
 import time
@@ -44,25 +46,51 @@ class Liveness:
     """Decides whether a RUNNING trial's owner (host, pid, job id) is gone.
 
     A process on this host is checked directly. One on another host is gone when its job is no
-    longer queued or running; the queue is asked at most once every ``min_interval_s`` seconds,
-    whatever the number of trials checked, because the scheduler is a shared service.
+    longer queued or running. The scheduler is a shared service: the queue is asked at most once
+    every ``min_interval_s`` seconds, and with ``cache`` (a file in ``save_path``) once per interval
+    for all the workers of a study together, whoever asks first.
     """
 
-    def __init__(self, queue: QueueQuery | None = None, min_interval_s: float = 60.0) -> None:
+    def __init__(
+        self, queue: QueueQuery | None = None, min_interval_s: float = 60.0, cache: Path | None = None
+    ) -> None:
         self.queue = queue
         self.min_interval_s = min_interval_s
+        self.cache = cache
         self.host = socket.gethostname()
         self._states: dict[str, str] | None = None
         self._asked = -float("inf")
-        self.queries = 0
 
     def _queue_states(self) -> dict[str, str] | None:
         if self.queue is None:
             return None
-        if time.monotonic() - self._asked >= self.min_interval_s:
-            self._states = self.queue()
-            self._asked = time.monotonic()
-            self.queries += 1
+        if time.time() - self._asked < self.min_interval_s:
+            return self._states
+        if self.cache is None:
+            self._states, self._asked = self.queue(), time.time()
+            return self._states
+        return self._shared_states(self.cache)
+
+    def _shared_states(self, cache: Path) -> dict[str, str] | None:
+        with open(cache, "a+", encoding="utf-8") as fh:
+            try:
+                fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return self._states  # another worker is asking right now; use what we had
+            try:
+                fh.seek(0)
+                try:
+                    data = json.loads(fh.read() or "{}")
+                except ValueError:
+                    data = {}
+                if time.time() - data.get("at", 0) >= self.min_interval_s:
+                    data = {"at": time.time(), "states": self.queue()} if self.queue else data
+                    fh.seek(0)
+                    fh.truncate()
+                    fh.write(json.dumps(data))
+                self._states, self._asked = data.get("states"), data.get("at", time.time())
+            finally:
+                fcntl.lockf(fh, fcntl.LOCK_UN)
         return self._states
 
     def is_gone(self, owner: dict[str, Any] | None) -> bool:

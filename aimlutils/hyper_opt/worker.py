@@ -35,6 +35,8 @@ from aimlutils.hyper_opt.trial_record import RunningTrials, write_record
 logger = logging.getLogger(__name__)
 
 _JOB_ENV = ("SLURM_ARRAY_JOB_ID", "SLURM_JOB_ID", "PBS_JOBID")
+#: How often a worker looks for trials of dead workers while the study runs.
+SWEEP_INTERVAL_S = 60.0
 
 
 class BudgetTaken(Exception):
@@ -75,7 +77,9 @@ class Worker:
             "job_id": job_id(),
             "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"),
         }
-        self.liveness = Liveness(scheduler_queue(cfg) if self.identity["job_id"] else None)
+        queue = scheduler_queue(cfg) if self.identity["job_id"] else None
+        self.liveness = Liveness(queue, cache=cfg.save_path / ".queue.json")
+        self._swept = time.monotonic()
         self.job_end = job_end(os.environ.get("AIMLUTILS_JOB_END"))
         self._durations: list[float] = []
         self.objective = self._build_objective()
@@ -102,6 +106,7 @@ class Worker:
         ran = 0
         try:
             while not self._out_of_time():
+                self._sweep_now_and_then()
                 self.claim_lock.acquire()
                 room = self.budget.has_room()
                 if room is None:  # running trials fill the budget; one may still fail
@@ -182,6 +187,13 @@ class Worker:
             "the job ends in %.0f s; a trial needs about %.0f s: stopping", self.job_end - time.time(), needed
         )
         return True
+
+    def _sweep_now_and_then(self) -> None:
+        """Once a minute, fail the trials of dead workers, so their places are not held to the end."""
+        if time.monotonic() - self._swept < SWEEP_INTERVAL_S:
+            return
+        self._swept = time.monotonic()
+        self._recover(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
     def _recover(self, running: list[FrozenTrial]) -> None:
         dead = study_lib.fail_dead_trials(

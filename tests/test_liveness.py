@@ -1,0 +1,57 @@
+"""Telling dead workers from live ones, gently on the scheduler."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+from aimlutils.hyper_opt.liveness import Liveness, alive, process_is_gone
+
+
+def test_alive_matches_jobs_and_array_tasks():
+    queue = {"12_0": "RUNNING", "12_3": "PENDING", "40": "RUNNING"}
+    assert alive("12", queue) and alive("12_3", queue) and alive("40", queue)
+    assert not alive("12_1", queue) and not alive("13", queue) and not alive(None, queue)
+
+
+def test_a_process_of_this_host_is_checked_by_pid():
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    assert process_is_gone(proc.pid)
+    assert not process_is_gone(os.getpid())
+    live = Liveness()
+    assert live.is_gone({"host": socket.gethostname(), "pid": proc.pid})
+    assert not live.is_gone({"host": socket.gethostname(), "pid": os.getpid()})
+
+
+def test_an_unreaped_child_counts_as_gone():
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT)  # ended, not reaped: a zombie
+    assert process_is_gone(proc.pid)
+    proc.wait()
+
+
+def test_other_hosts_are_judged_by_the_queue():
+    live = Liveness(lambda: {"7_1": "RUNNING"}, min_interval_s=0)
+    assert not live.is_gone({"host": "node9", "pid": 1, "job_id": "7_1"})
+    assert live.is_gone({"host": "node9", "pid": 1, "job_id": "7_2"})
+    # Without a job id or a queue nothing can be said: never fail a trial on a guess.
+    assert not live.is_gone({"host": "node9", "pid": 1})
+    assert not Liveness().is_gone({"host": "node9", "pid": 1, "job_id": "7_2"})
+
+
+def test_workers_of_a_study_share_one_queue_query_per_interval(tmp_path):
+    asked = []
+
+    def queue() -> dict[str, str]:
+        asked.append(1)
+        return {"7_1": "RUNNING"}
+
+    workers = [Liveness(queue, min_interval_s=60, cache=tmp_path / ".queue.json") for _ in range(8)]
+    for live in workers:
+        for job in ("7_1", "7_2", "8_0"):
+            live.is_gone({"host": "elsewhere", "pid": 1, "job_id": job})
+    assert len(asked) == 1
+    assert workers[-1].is_gone({"host": "elsewhere", "pid": 1, "job_id": "7_2"})
