@@ -55,3 +55,25 @@ def test_workers_of_a_study_share_one_queue_query_per_interval(tmp_path):
             live.is_gone({"host": "elsewhere", "pid": 1, "job_id": job})
     assert len(asked) == 1
     assert workers[-1].is_gone({"host": "elsewhere", "pid": 1, "job_id": "7_2"})
+
+
+def test_a_trial_no_worker_took_up_is_failed_after_a_while(tmp_path, monkeypatch):
+    import optuna
+
+    from aimlutils.hyper_opt import study as study_lib
+    from aimlutils.hyper_opt.trial_record import RunningTrials
+
+    study = optuna.create_study()
+    trial = study.ask()
+    trial.suggest_float("x", 0, 1)
+    owners = RunningTrials(tmp_path / "running")
+    running = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+    assert study_lib.fail_dead_trials(study, study._storage, running, owners, Liveness()) == []
+    monkeypatch.setattr(study_lib, "ORPHAN_AFTER_S", 0.0)
+    assert study_lib.fail_dead_trials(study, study._storage, running, owners, Liveness()) == [0]
+    failed = study.trials[0]
+    assert failed.state == optuna.trial.TrialState.FAIL
+    assert "no worker took the trial up" in failed.user_attrs["record"]["fail_reason"]
+    assert study.trials[1].state == optuna.trial.TrialState.WAITING  # its parameters run again
+    assert study.trials[1].user_attrs["retry_of"] == 0
+    assert study.trials[1].system_attrs["fixed_params"] == failed.params

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import fcntl
 import logging
 from collections.abc import Callable
@@ -21,6 +22,8 @@ from aimlutils.hyper_opt.trial_record import RECORD_ATTR, RETRIES_ATTR, RETRY_OF
 
 logger = logging.getLogger(__name__)
 
+#: A RUNNING trial with no owner for this long lost its worker right after creating it.
+ORPHAN_AFTER_S = 120.0
 #: Study user attribute: the ``optuna.metric`` names, for reports.
 METRICS_ATTR = "metrics"
 
@@ -213,10 +216,20 @@ def fail_dead_trials(
     failed = []
     for trial in running:
         owner = owners.owner(trial.number)
-        if owner is None or not liveness.is_gone(owner):
+        if owner is None:
+            # A worker marks its trial within milliseconds of creating it; a trial unmarked for
+            # minutes lost its worker in between (a kill -9 at that moment).
+            started = trial.datetime_start or datetime.datetime.now()
+            if (datetime.datetime.now() - started).total_seconds() < ORPHAN_AFTER_S:
+                continue
+            owner = {}
+            reason = f"no worker took the trial up within {ORPHAN_AFTER_S:.0f} s of its creation"
+        elif liveness.is_gone(owner):
+            where = f"job {owner.get('job_id')}, " if owner.get("job_id") else ""
+            process = f"worker process {owner.get('pid')} ({where}host {owner.get('host')})"
+            reason = f"{process} ended during the trial"
+        else:
             continue
-        where = f"job {owner.get('job_id')}, " if owner.get("job_id") else ""
-        reason = f"worker process {owner.get('pid')} ({where}host {owner.get('host')}) ended during the trial"
         storage.set_trial_user_attr(trial._trial_id, RECORD_ATTR, {"worker": owner, "fail_reason": reason})
         try:
             study.tell(trial.number, state=TrialState.FAIL)

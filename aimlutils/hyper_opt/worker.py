@@ -7,6 +7,7 @@ of ``hyper.yml`` and ``model.yml`` saved in ``save_path``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import logging
 import os
@@ -15,7 +16,7 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import optuna
@@ -99,15 +100,21 @@ class Worker:
         objective.search_space = self.cfg.space
         objective.optuna_section = dict(self.cfg.hyper["optuna"])
         objective.custom_updates = getattr(module, "custom_updates", None)
+        if self.cfg.schema.mlflow is not None:
+            from aimlutils.hyper_opt.tracking import TrialTracker  # MLflow only for studies that use it
+
+            objective.mlflow_run = TrialTracker(self.cfg, self.identity).trial_run
         return objective
 
     def run(self) -> int:
         """Run trials until the budget is spent; returns how many this worker ran."""
         ran = 0
         try:
-            while not self._out_of_time():
+            while not self._out_of_time() and StopSignal.signum is None:
                 self._sweep_now_and_then()
                 self.claim_lock.acquire()
+                if StopSignal.signum is not None:
+                    break
                 room = self.budget.has_room()
                 if room is None:  # running trials fill the budget; one may still fail
                     self.claim_lock.release()
@@ -140,7 +147,8 @@ class Worker:
             self._requeue_fixed_params(trial)
             raise BudgetTaken(f"trial {trial.number} not run: n_trials is already taken")
         try:
-            return self.objective(trial)
+            with StopSignal.interruptible_section():
+                return self.objective(trial)
         except optuna.TrialPruned:
             write_record(trial, worker=self.identity)
             raise
@@ -213,19 +221,37 @@ def job_end(value: str | None) -> float | None:
         return None
 
 
-class _Stop:
-    """The signal that asked this worker to stop; later signals are ignored while it cleans up."""
+class StopSignal:
+    """A request to stop: SIGTERM (scancel, time limit, preemption, the local launcher), SIGUSR1
+    (a ``--signal``) or SIGINT.
+
+    It interrupts the user's training at once, which fails the running trial and queues its
+    parameters again. Anywhere else it is only noted and the worker stops at its next safe point,
+    so a signal can never leave a trial created but unowned. Later signals are ignored while the
+    worker cleans up.
+    """
 
     signum: int | None = None
+    interruptible = False
 
     @classmethod
     def handler(cls, signum: int, frame: Any) -> None:
         if cls.signum is not None:
             return
         cls.signum = signum
-        # SIGTERM (scancel, time limit, preemption, the local launcher) and SIGUSR1 (--signal)
-        # take the same clean path as Ctrl-C: fail the running trial, re-queue it, exit.
-        raise KeyboardInterrupt
+        if cls.interruptible:
+            raise KeyboardInterrupt
+
+    @classmethod
+    @contextlib.contextmanager
+    def interruptible_section(cls) -> Iterator[None]:
+        if cls.signum is not None:
+            raise KeyboardInterrupt
+        cls.interruptible = True
+        try:
+            yield
+        finally:
+            cls.interruptible = False
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -242,7 +268,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     for signum in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
-        signal.signal(signum, _Stop.handler)
+        signal.signal(signum, StopSignal.handler)
     try:
         cfg = load_config(args.hyper, args.model)
     except ConfigError as err:
@@ -251,11 +277,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(cfg.log_file, prefix=f"worker {args.index}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        worker = Worker(cfg, args.index, args.workers)
+        with StopSignal.interruptible_section():  # nothing to protect until the worker exists
+            worker = Worker(cfg, args.index, args.workers)
         ran = worker.run()
     except KeyboardInterrupt:
         logger.warning("stopped by a signal; the running trial was marked FAIL and queued again")
-        return 130 if _Stop.signum in (None, signal.SIGINT) else 0
+        return 130 if StopSignal.signum in (None, signal.SIGINT) else 0
+    if StopSignal.signum is not None:
+        logger.warning("stopped by a signal between trials; ran %d", ran)
+        return 130 if StopSignal.signum == signal.SIGINT else 0
     logger.info("no trials left in the budget; ran %d", ran)
     return 0
 
