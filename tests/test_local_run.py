@@ -36,6 +36,17 @@ def optimize(
     )
 
 
+def start_optimize(hyper: Path, model: Path, *args: str) -> subprocess.Popen[str]:
+    """optimize.py in the background, for tests that signal or kill it."""
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "optimize.py"), str(hyper), str(model), *args],
+        cwd=hyper.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
 def load_study(hyper: Path, model: Path) -> optuna.Study:
     cfg = load_config(hyper, model, base_dir=hyper.parent)
     return optuna.load_study(study_name=cfg.study_name, storage=open_storage(cfg.storage))
@@ -207,13 +218,7 @@ def test_export_csv_rebuilds_the_file_from_the_study(study_files):
 
 def test_ctrl_c_stops_workers_and_leaves_the_study_loadable(study_files):
     hyper, model = study_files(test={"sleep": 0.5, "steps": 4}, n_trials=40)
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "optimize.py"), str(hyper), str(model), "--workers", "2"],
-        cwd=hyper.parent,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start_optimize(hyper, model, "--workers", "2")
     deadline = time.monotonic() + 60
     cfg = load_config(hyper, model, base_dir=hyper.parent)
     while time.monotonic() < deadline and not (
@@ -266,13 +271,7 @@ def test_each_storage_kind_runs_and_reloads(study_files, kind):
 
 def test_killed_worker_trial_is_failed_and_its_parameters_rerun(study_files):
     hyper, model = study_files(test={"sleep": 0.4, "steps": 3}, n_trials=8)
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "optimize.py"), str(hyper), str(model), "--workers", "2"],
-        cwd=hyper.parent,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start_optimize(hyper, model, "--workers", "2")
     cfg = load_config(hyper, model, base_dir=hyper.parent)
     victim = None
     deadline = time.monotonic() + 60

@@ -92,6 +92,15 @@ def finish(cfg: RunConfig, timeout: float = 150) -> optuna.Study:
     return study_of(cfg)
 
 
+def submit_and_finish(hyper: Path, model: Path, says: str) -> tuple[RunConfig, optuna.Study]:
+    """Run optimize.py, check what it printed, and wait for its jobs to end."""
+    proc = run(hyper, model)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert says in proc.stdout
+    cfg = config(hyper, model)
+    return cfg, finish(cfg)
+
+
 def csv_count(cfg: RunConfig) -> int:
     return len(cfg.csv_path.read_text().splitlines()) - 1
 
@@ -111,11 +120,7 @@ def assert_interrupted_trials_were_rerun(study: optuna.Study) -> list[optuna.tri
 
 def test_two_jobs_of_four_gpus_run_eight_workers_each_on_its_own_node_and_gpu(study_files):
     hyper, model = study_files(test={"sleep": 1.0, "steps": 2}, n_trials=24, gpu=True, sections=slurm(2, 4))
-    proc = run(hyper, model)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "Submitted 2 job(s) of 4 worker(s)" in proc.stdout
-    cfg = config(hyper, model)
-    study = finish(cfg)
+    cfg, study = submit_and_finish(hyper, model, "Submitted 2 job(s) of 4 worker(s)")
     assert counts(study) == {"COMPLETE": 24}
     workers = [t.user_attrs["record"]["worker"] for t in study.trials]
     pairs = {(w["node"], w["gpu"]) for w in workers}
@@ -244,11 +249,7 @@ def test_pbs_jobs_run_through_qsub(study_files):
     PBS launcher end to end (the wrapper ignores select=/ngpus=, so no GPUs here)."""
     section = {"jobs": 2, "tasks_per_worker": 2, "batch": {"l": ["select=1:ncpus=2", "walltime=00:10:00"]}}
     hyper, model = study_files(test={"sleep": 0.5, "steps": 2}, n_trials=8, sections={"pbs": section})
-    proc = run(hyper, model)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "Submitted 2 job(s) of 2 worker(s)" in proc.stdout
-    cfg = config(hyper, model)
-    study = finish(cfg)
+    _, study = submit_and_finish(hyper, model, "Submitted 2 job(s) of 2 worker(s)")
     assert counts(study) == {"COMPLETE": 8}
     workers = {
         (t.user_attrs["record"]["worker"]["worker"], t.user_attrs["record"]["worker"]["job_id"])
