@@ -15,6 +15,7 @@ A user's ``objective.py``::
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import numbers
@@ -39,6 +40,10 @@ class BaseObjective:
     ``__init__`` takes the original package's arguments ``(study, config, metric, device)``; the
     echo-opt form ``(config, metric)`` works too. ``config`` is the model config.
     """
+
+    #: Set by the worker for an ``mlflow`` section: opens the trial's MLflow run around it. A class
+    #: default, so an Objective whose ``__init__`` skips this one's still runs.
+    mlflow_run: Callable[[Any], contextlib.AbstractContextManager[object]] | None = None
 
     def __init__(
         self,
@@ -91,9 +96,10 @@ class BaseObjective:
         return values[0] if len(values) == 1 else values
 
     def __call__(self, trial: optuna.trial.BaseTrial) -> float | list[float]:
-        conf = self.update_config(trial)
-        results = self.train(trial, conf)
-        return self.save(trial, results)
+        with self.mlflow_run(trial) if self.mlflow_run is not None else contextlib.nullcontext():
+            conf = self.update_config(trial)
+            results = self.train(trial, conf)
+            return self.save(trial, results)
 
 
 def _copy(value: Any) -> Any:

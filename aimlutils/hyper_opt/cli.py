@@ -3,6 +3,8 @@
 optimize.py hyper.yml model.yml [--local] [--workers N] [--reload] [--dry-run] [--export-csv]
 optimize.py status hyper.yml [model.yml]
 optimize.py cancel hyper.yml [model.yml]
+optimize.py report hyper.yml [model.yml] [--style style.yml] [--top-k K]
+optimize.py dashboard hyper.yml [model.yml] [--port P]
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Callable, Sequence
 import optuna
 from rich.console import Console
 
+from aimlutils.hyper_opt.commands import dashboard, report
 from aimlutils.hyper_opt.commands.run import run
 from aimlutils.hyper_opt.commands.status import cancel, status
 from aimlutils.hyper_opt.config import ConfigError
@@ -25,7 +28,7 @@ def _run_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="optimize.py",
         description="Distributed hyperparameter optimization with Optuna: one shared study, many workers. "
-        "Other commands: 'optimize.py status hyper.yml', 'optimize.py cancel hyper.yml'.",
+        "Other commands: 'optimize.py status|cancel|report|dashboard hyper.yml' (-h on each).",
     )
     parser.add_argument("hyper", help="hyperparameter config (log / slurm / pbs / optuna sections)")
     parser.add_argument("model", help="the model config you train with")
@@ -55,13 +58,28 @@ def _study_parser(name: str, help_text: str) -> argparse.ArgumentParser:
 _COMMANDS: dict[str, tuple[str, Command]] = {
     "status": ("Trials by state, the best so far, running trials and the queue state of the jobs.", status),
     "cancel": ("Cancel the study's jobs and mark the trials they ran FAIL.", cancel),
+    "report": (
+        "Summary, best trial(s) and top k in the terminal; best.yml, trials.csv and plots in "
+        "save_path/report/.",
+        report.report,
+    ),
+    "dashboard": ("Serve optuna-dashboard for the study on 127.0.0.1.", dashboard.dashboard),
+}
+
+# Commands with options beside hyper and model.
+_OPTIONS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
+    "report": report.add_arguments,
+    "dashboard": dashboard.add_arguments,
 }
 
 
 def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, Command]:
     if argv and argv[0] in _COMMANDS:
         help_text, command = _COMMANDS[argv[0]]
-        return _study_parser(argv[0], help_text).parse_args(argv[1:]), command
+        parser = _study_parser(argv[0], help_text)
+        if argv[0] in _OPTIONS:
+            _OPTIONS[argv[0]](parser)
+        return parser.parse_args(argv[1:]), command
     parser = _run_parser()
     args = parser.parse_args(argv)
     if args.workers is not None and args.workers < 1:
@@ -78,6 +96,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(err, file=sys.stderr)
         return err.exit_code
+
+
+def report_main(argv: Sequence[str] | None = None) -> int:
+    """``aimlutils-report hyper.yml [model.yml]``: the same as ``optimize.py report``."""
+    return main(["report", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -1,1 +1,1 @@
-"""The commands of ``optimize.py``: run (the default), status and cancel."""
+"""The commands of ``optimize.py``: run (the default), status, cancel, report and dashboard."""

@@ -6,9 +6,11 @@ config) are checked in :mod:`aimlutils.hyper_opt.config.loader`, which reports e
 
 from __future__ import annotations
 
+import importlib.util
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
 
 Direction = Literal["minimize", "maximize"]
 
@@ -59,6 +61,27 @@ class SchedulerSection(_Section):
     throttle: int | None = Field(default=None, ge=1)
 
 
+class MlflowSection(_Section):
+    """``mlflow``: one MLflow run per trial, nested under a run for the study (``mlflow: {}``).
+
+    Without ``tracking_uri`` runs go to ``save_path/mlruns/mlflow.db`` (SQLite), artifacts to
+    ``save_path/mlruns/artifacts``; a relative ``sqlite:///`` path is taken from ``save_path``.
+    ``experiment_name`` defaults to the study's name.
+    """
+
+    tracking_uri: str | None = None
+    experiment_name: str | None = None
+
+    @model_validator(mode="after")
+    def _mlflow_installed(self) -> MlflowSection:
+        # Checked with the config, so a missing package stops the run before any job starts.
+        if importlib.util.find_spec("mlflow") is None:
+            raise PydanticCustomError(
+                "mlflow_missing", "the mlflow section needs MLflow: pip install 'aimlutils[mlflow]'"
+            )
+        return self
+
+
 class HyperConfigSchema(_Section):
     """The whole ``hyper.yml``."""
 
@@ -66,4 +89,5 @@ class HyperConfigSchema(_Section):
     save_path: str | None = None
     slurm: SchedulerSection | None = None
     pbs: SchedulerSection | None = None
+    mlflow: MlflowSection | None = None
     optuna: OptunaSection
