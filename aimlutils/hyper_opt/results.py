@@ -1,7 +1,7 @@
 """``trial_results.csv``: one row per finished trial, written by many workers at once.
 
 The study is the source of truth: a row is a function of the stored trial alone, so the file can
-be rebuilt from the study at any time (:func:`export_csv`).
+be rebuilt from the study at any time (:meth:`ResultsCsv.export`).
 """
 
 from __future__ import annotations

@@ -154,10 +154,6 @@ class _RecordWithNextWrite(BaseJournalBackend):
         held, self._held = self._held, []
         self._backend.append_logs(held + logs)
 
-    def flush(self) -> None:
-        if self._held:
-            self.append_logs([])
-
 
 def open_storage(spec: StorageSpec, retries: int = 1) -> BaseStorage:
     """Open the storage; RDB storages get a heartbeat so a dead worker's trial is retried."""

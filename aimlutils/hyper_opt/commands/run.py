@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -16,7 +17,6 @@ from aimlutils.hyper_opt.commands.common import say
 from aimlutils.hyper_opt.config import RunConfig, load_config
 from aimlutils.hyper_opt.errors import CONFIG_ERROR_EXIT_CODE
 from aimlutils.hyper_opt.launchers import LocalLauncher, default_workers, visible_gpus
-from aimlutils.hyper_opt.launchers.base import which
 from aimlutils.hyper_opt.launchers.batch import BatchLauncher, SubmitError
 from aimlutils.hyper_opt.launchers.scheduler import SUBMIT_PROGRAM, batch_launcher
 from aimlutils.hyper_opt.logs import configure_logging
@@ -37,7 +37,7 @@ def _pick_launcher(cfg: RunConfig, args: argparse.Namespace) -> tuple[BatchLaunc
         return None, None
     name, _ = cfg.scheduler
     program = SUBMIT_PROGRAM[name]
-    if which(program) is None and not args.dry_run:
+    if shutil.which(program) is None and not args.dry_run:
         return None, (
             f"hyper.yml has a {name} section but {program} is not on PATH: run optimize.py on the "
             "cluster's login node, or add --local to run the workers on this machine"

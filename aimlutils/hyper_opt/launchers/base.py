@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import shutil
 import sys
 from pathlib import Path
 
@@ -59,7 +58,3 @@ class Launcher(abc.ABC):
     @abc.abstractmethod
     def launch(self, n_workers: int) -> int:
         """Start ``n_workers`` workers; returns the process exit code for ``optimize.py``."""
-
-
-def which(program: str) -> str | None:
-    return shutil.which(program)
