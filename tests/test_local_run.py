@@ -21,6 +21,8 @@ from aimlutils.hyper_opt.trial_record import RunningTrials
 from tests.conftest import OBJECTIVE, service_url
 
 ROOT = Path(__file__).resolve().parents[1]
+# Optuna's own command line, installed next to this interpreter.
+OPTUNA_CLI = str(Path(sys.executable).parent / "optuna")
 
 
 def optimize(
@@ -300,3 +302,23 @@ def test_killed_worker_trial_is_failed_and_its_parameters_rerun(study_files):
     retries = [t for t in study.trials if t.user_attrs.get("retry_of") == victim.number]
     assert len(retries) == 1 and retries[0].params == victim.params  # and its parameters ran again.
     assert len(csv_rows(hyper, model)) == len(finished(study))
+
+
+def test_a_study_made_with_optunas_cli_is_used_as_it_is(study_files, tmp_path):
+    url = f"sqlite:///{tmp_path}/made.db"
+    hyper, model = study_files(n_trials=3, storage=url, direction="maximize", name="made-beforehand")
+    create = [OPTUNA_CLI, "create-study", "--study-name", "made-beforehand"]
+    subprocess.run([*create, "--storage", url, "--direction", "maximize"], check=True, capture_output=True)
+    proc = optimize(hyper, model)  # reload: 0, but the study has no trials yet: not a reload
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert states(load_study(hyper, model)) == {"COMPLETE": 3}
+
+
+def test_a_study_with_the_other_direction_is_a_config_error(study_files, tmp_path):
+    url = f"sqlite:///{tmp_path}/made.db"
+    hyper, model = study_files(n_trials=3, storage=url, name="made-beforehand")
+    create = [OPTUNA_CLI, "create-study", "--study-name", "made-beforehand"]
+    subprocess.run([*create, "--storage", url, "--direction", "maximize"], check=True, capture_output=True)
+    proc = optimize(hyper, model)
+    assert proc.returncode == 2
+    assert "optimizes ['maximize'], but optuna.direction is ['minimize']" in proc.stdout
