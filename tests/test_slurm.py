@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,17 @@ from aimlutils.hyper_opt.storage import open_storage
 from aimlutils.hyper_opt.trial_record import RunningTrials
 from tests.conftest import ROOT, service_url
 
-pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster")]
+pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster", "cancel_leftover_jobs")]
+
+
+@pytest.fixture
+def cancel_leftover_jobs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A failed test must not leave jobs holding the cluster's GPUs for the next one."""
+    yield
+    base = tmp_path_factory.getbasetemp()
+    ids = [job["job_id"] for path in base.rglob("jobs.json") for job in json.loads(path.read_text())]
+    if ids:
+        subprocess.run(["scancel", *ids], capture_output=True, check=False)
 
 
 def run(hyper: Path, model: Path, *args: str) -> subprocess.CompletedProcess[str]:
