@@ -28,6 +28,7 @@ from aimlutils.hyper_opt.errors import (
 )
 from aimlutils.hyper_opt.objective_loader import check_objective_source
 from aimlutils.hyper_opt.search_space import SearchSpace
+from aimlutils.hyper_opt.search_space.markers import has_markers, parameters_from_markers
 from aimlutils.hyper_opt.storage import StorageSpec, missing_driver, parse_storage
 
 
@@ -131,7 +132,8 @@ def check_config(
             Problem("pbs", "both slurm and pbs sections are given; keep the one your cluster runs")
         )
     if problems or schema is None or save_path is None or objective is None or storage is None:
-        raise ConfigError(problems)
+        # Marker problems are key paths of model.yml; say so when there may be some.
+        raise ConfigError(problems, "hyper.yml / model.yml" if has_markers(model) else "hyper.yml")
     log_file = _log_file(schema, save_path, base_dir)
     return RunConfig(
         hyper=_absolute_hyper(hyper, save_path, objective, storage, log_file),
@@ -244,9 +246,13 @@ def _search_space(
 ) -> tuple[SearchSpace, list[Problem]]:
     section = optuna_raw.get("parameters", {})
     if not isinstance(section, Mapping):
-        return SearchSpace(), []  # the schema reports the wrong type
+        section = {}  # the schema reports the wrong type
     space, problems = SearchSpace.from_parameters_section(section)
-    return space, problems + space.check_targets(model)
+    problems += space.check_targets(model)
+    # Inline markers come after the section, so a marker may depend on a value the section sets.
+    inline, found = parameters_from_markers(model)
+    space, twice = space.extended(inline)
+    return space, problems + found + twice
 
 
 def _check_sampler_and_pruner(optuna_raw: Mapping[str, Any]) -> list[Problem]:
