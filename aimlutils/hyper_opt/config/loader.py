@@ -29,6 +29,7 @@ from aimlutils.hyper_opt.errors import (
 from aimlutils.hyper_opt.objective_loader import check_objective_source
 from aimlutils.hyper_opt.search_space import SearchSpace
 from aimlutils.hyper_opt.search_space.markers import has_markers, parameters_from_markers
+from aimlutils.hyper_opt.search_space.overrides import apply_overrides
 from aimlutils.hyper_opt.storage import StorageSpec, missing_driver, parse_storage
 
 
@@ -88,16 +89,23 @@ def load_config(
     hyper_path: str | os.PathLike[str],
     model_path: str | os.PathLike[str] | None,
     base_dir: Path | None = None,
+    overrides: Sequence[str] = (),
 ) -> RunConfig:
     """Read and check both files; relative paths are taken from ``base_dir`` (default: cwd).
 
     Without ``model_path`` the model config is empty (for commands that only read the study).
+    ``overrides`` (``key=value`` from the command line) change the two configs before they are
+    checked, so every check sees them, and so does :class:`RunConfig`, which workers read.
 
     Raises:
         ConfigError: listing every problem found.
     """
     hyper = read_yaml(hyper_path, "hyper.yml")
     model = read_yaml(model_path, "model.yml") if model_path is not None else {}
+    if overrides:
+        problems = apply_overrides(hyper, model, overrides)
+        if problems:
+            raise ConfigError(problems, "the command line")
     return check_config(hyper, model, Path(base_dir or Path.cwd()), Path(hyper_path).parent)
 
 
