@@ -25,7 +25,7 @@ from typing import Any
 import optuna
 
 from aimlutils.hyper_opt.search_space import SearchSpace, suggest_from_spec
-from aimlutils.hyper_opt.trial_record import write_record
+from aimlutils.hyper_opt.trial_record import APPLIED_ATTR, write_record
 
 __all__ = ["BaseObjective", "TrialResultError", "optuna", "suggest_from_spec"]
 
@@ -74,11 +74,20 @@ class BaseObjective:
         return list(self.metric) if isinstance(self.metric, (list, tuple)) else [self.metric]
 
     def update_config(self, trial: optuna.trial.BaseTrial) -> dict[str, Any]:
-        """The model config for ``trial``: a deep copy with the trial's values applied."""
+        """The model config for ``trial``: a deep copy with the trial's values applied.
+
+        Inline markers in the model config are replaced by their values here. Where the value
+        written differs from the suggestion (``depends_on`` with ``multiply``), the written values
+        are stored in the trial's ``applied`` user attribute, so they can be checked afterwards;
+        ``trial.params`` keeps the suggestions the sampler learns from.
+        """
         conf = _copy(self.config)
         conf["optuna"] = _copy(self.optuna_section)
         values = self.search_space.suggest(trial)
         self.search_space.apply(conf, values)
+        applied = self.search_space.applied_values(conf)
+        if applied:  # one more storage write, only for studies with dependent parameters
+            trial.set_user_attr(APPLIED_ATTR, applied)
         if self.custom_updates is not None:
             updated = self.custom_updates(trial, conf)
             conf = updated if isinstance(updated, dict) else conf

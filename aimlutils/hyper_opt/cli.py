@@ -1,6 +1,6 @@
 """``optimize.py``: run a study (the default), or look at / cancel one.
 
-optimize.py hyper.yml model.yml [--local] [--workers N] [--reload] [--dry-run] [--export-csv]
+optimize.py hyper.yml model.yml [key=value ...] [--local] [--workers N] [--reload] [--dry-run] [--export-csv]
 optimize.py status hyper.yml [model.yml]
 optimize.py cancel hyper.yml [model.yml]
 optimize.py report hyper.yml [model.yml] [--style style.yml] [--top-k K]
@@ -32,6 +32,14 @@ def _run_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("hyper", help="hyperparameter config (log / slurm / pbs / optuna sections)")
     parser.add_argument("model", help="the model config you train with")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="key=value",
+        help="change the run: 'optimizer:lr=interval(1e-5, 1e-3)', 'model:act=choice(relu, tanh)', "
+        "'trainer:batch=range(16, 128, step=16)', 'tag(log, interval(...))', a plain value fixes a "
+        "model-config value, 'optuna.n_trials=50' sets hyper.yml",
+    )
     parser.add_argument(
         "--local", action="store_true", help="run the workers on this machine, even with a slurm/pbs section"
     )

@@ -18,7 +18,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from aimlutils.hyper_opt.trial_record import read_record
+from aimlutils.hyper_opt.trial_record import APPLIED_ATTR, read_record
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 _HEAD = ["trial", "state", "value"]
@@ -32,6 +32,8 @@ def trial_row(trial: FrozenTrial) -> dict[str, Any]:
     # Pruned trials keep their last intermediate value, so a row shows how far they got.
     row["value"] = trial.value if trial.values is not None and len(trial.values) == 1 else None
     row.update(trial.params)
+    applied = trial.user_attrs.get(APPLIED_ATTR)
+    row.update({f"applied.{k}": v for k, v in (applied if isinstance(applied, dict) else {}).items()})
     record = read_record(trial)
     for key, value in (record.get("results") or {}).items():
         row[key if key not in row else f"result_{key}"] = value

@@ -19,6 +19,8 @@ from optuna.trial import FrozenTrial
 
 #: The user attribute holding ``{"results": {...}, "worker": {...}, "fail_reason": "..."}``.
 RECORD_ATTR = "record"
+#: ``{name: value}`` written into the model config where it differs from ``trial.params[name]``.
+APPLIED_ATTR = "applied"
 #: Set on a re-queued trial: the number of the trial whose parameters it runs again.
 RETRY_OF_ATTR = "retry_of"
 #: Set on a re-queued trial: how many times its parameters have been re-queued.

@@ -56,7 +56,7 @@ def dry_run(launcher: BatchLauncher, console: Console) -> int:
 
 
 def run(args: argparse.Namespace, console: Console) -> int:
-    cfg = load_config(args.hyper, args.model)
+    cfg = load_config(args.hyper, args.model, overrides=args.overrides)
     if args.reload:
         cfg = _with_reload(cfg)
     launcher, problem = _pick_launcher(cfg, args)

@@ -28,6 +28,8 @@ from aimlutils.hyper_opt.errors import (
 )
 from aimlutils.hyper_opt.objective_loader import check_objective_source
 from aimlutils.hyper_opt.search_space import SearchSpace
+from aimlutils.hyper_opt.search_space.markers import has_markers, parameters_from_markers
+from aimlutils.hyper_opt.search_space.overrides import apply_overrides
 from aimlutils.hyper_opt.storage import StorageSpec, missing_driver, parse_storage
 
 
@@ -87,16 +89,23 @@ def load_config(
     hyper_path: str | os.PathLike[str],
     model_path: str | os.PathLike[str] | None,
     base_dir: Path | None = None,
+    overrides: Sequence[str] = (),
 ) -> RunConfig:
     """Read and check both files; relative paths are taken from ``base_dir`` (default: cwd).
 
     Without ``model_path`` the model config is empty (for commands that only read the study).
+    ``overrides`` (``key=value`` from the command line) change the two configs before they are
+    checked, so every check sees them, and so does :class:`RunConfig`, which workers read.
 
     Raises:
         ConfigError: listing every problem found.
     """
     hyper = read_yaml(hyper_path, "hyper.yml")
     model = read_yaml(model_path, "model.yml") if model_path is not None else {}
+    if overrides:
+        problems = apply_overrides(hyper, model, overrides)
+        if problems:
+            raise ConfigError(problems, "the command line")
     return check_config(hyper, model, Path(base_dir or Path.cwd()), Path(hyper_path).parent)
 
 
@@ -131,7 +140,8 @@ def check_config(
             Problem("pbs", "both slurm and pbs sections are given; keep the one your cluster runs")
         )
     if problems or schema is None or save_path is None or objective is None or storage is None:
-        raise ConfigError(problems)
+        # Marker problems are key paths of model.yml; say so when there may be some.
+        raise ConfigError(problems, "hyper.yml / model.yml" if has_markers(model) else "hyper.yml")
     log_file = _log_file(schema, save_path, base_dir)
     return RunConfig(
         hyper=_absolute_hyper(hyper, save_path, objective, storage, log_file),
@@ -244,9 +254,13 @@ def _search_space(
 ) -> tuple[SearchSpace, list[Problem]]:
     section = optuna_raw.get("parameters", {})
     if not isinstance(section, Mapping):
-        return SearchSpace(), []  # the schema reports the wrong type
+        section = {}  # the schema reports the wrong type
     space, problems = SearchSpace.from_parameters_section(section)
-    return space, problems + space.check_targets(model)
+    problems += space.check_targets(model)
+    # Inline markers come after the section, so a marker may depend on a value the section sets.
+    inline, found = parameters_from_markers(model)
+    space, twice = space.extended(inline)
+    return space, problems + found + twice
 
 
 def _check_sampler_and_pruner(optuna_raw: Mapping[str, Any]) -> list[Problem]:

@@ -36,6 +36,14 @@ def locate(conf: Mapping[str, Any], path: tuple[str, ...]) -> tuple[bool, str | 
     return True, None
 
 
+def get_value(conf: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+    """The value at ``path``; every key must exist (check with :func:`locate` first)."""
+    node: Any = conf
+    for key in path:
+        node = node[key]
+    return node
+
+
 def set_value(conf: MutableMapping[str, Any], path: tuple[str, ...], value: Any) -> None:
     """Write ``value`` at ``path``; every key but the last must already exist."""
     node: Any = conf

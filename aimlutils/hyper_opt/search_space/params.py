@@ -34,6 +34,9 @@ class Parameter:
         distribution: Where values are drawn from.
         target: Where the value is written in the model config, or ``None`` when only
             ``custom_updates`` uses it.
+        scale_by: A model-config location whose value (after the parameters before this one
+            are applied) multiplies the suggestion before it is written; ``None`` writes the
+            suggestion itself. Set by inline markers with ``dependency: multiply``.
 
     Example:
         >>> p = Parameter("lr", FloatDistribution(1e-5, 1e-2, log=True), ("optimizer", "lr"))
@@ -44,6 +47,7 @@ class Parameter:
     name: str
     distribution: BaseDistribution
     target: KeyPath | None = None
+    scale_by: KeyPath | None = None
 
     def suggest(self, trial: optuna.trial.BaseTrial) -> Any:
         """Ask ``trial`` for this parameter's value through Optuna's public suggest API."""

@@ -10,7 +10,7 @@ import optuna
 from optuna.distributions import BaseDistribution
 
 from aimlutils.hyper_opt.errors import Problem, join_path
-from aimlutils.hyper_opt.search_space.model_config import locate, set_value, split_colon_path
+from aimlutils.hyper_opt.search_space.model_config import get_value, locate, set_value, split_colon_path
 from aimlutils.hyper_opt.search_space.params import Parameter, parameter_from_settings
 
 
@@ -74,11 +74,50 @@ class SearchSpace:
         return [p for p in self.parameters if p.target is None or not locate(conf, p.target)[0]]
 
     def apply(self, conf: MutableMapping[str, Any], values: Mapping[str, Any]) -> MutableMapping[str, Any]:
-        """Write each value whose key exists in ``conf``; returns ``conf``."""
+        """Write each value whose key exists in ``conf``; returns ``conf``.
+
+        Parameters are written in order, so a ``scale_by`` location already holds its applied value
+        when a later parameter is multiplied by it.
+        """
         for p in self.parameters:
             if p.target is not None and p.name in values and locate(conf, p.target)[0]:
-                set_value(conf, p.target, values[p.name])
+                value = values[p.name]
+                if p.scale_by is not None:
+                    value = value * get_value(conf, p.scale_by)
+                set_value(conf, p.target, value)
         return conf
+
+    def applied_values(self, conf: Mapping[str, Any]) -> dict[str, Any]:
+        """``{name: value written}`` for the parameters whose written value is not the suggestion."""
+        return {
+            p.name: get_value(conf, p.target)
+            for p in self.parameters
+            if p.scale_by is not None and p.target is not None and locate(conf, p.target)[0]
+        }
+
+    def extended(self, parameters: Iterable[Parameter], where: str = "") -> tuple[SearchSpace, list[Problem]]:
+        """This space with ``parameters`` after its own, for a second front-end (inline markers).
+
+        A parameter whose name or model-config location one of this space's parameters already
+        has is defined twice: a problem at ``where.<name>.hyper_opt``, and it is left out.
+        """
+        names = {p.name: p for p in self.parameters}
+        targets = {p.target: p for p in self.parameters if p.target is not None}
+        kept: list[Parameter] = []
+        problems = []
+        for p in parameters:
+            first = names.get(p.name) or (targets.get(p.target) if p.target is not None else None)
+            if first is None:
+                kept.append(p)
+                continue
+            key = ":".join(first.target or ()) or first.name
+            problems.append(
+                Problem(
+                    join_path(where, p.name, "hyper_opt"),
+                    f"also defined as optuna.parameters.{key} (name {first.name!r}); define it in one place",
+                )
+            )
+        return SearchSpace(self.parameters + tuple(kept)), problems
 
 
 def _duplicate_names(parameters: Iterable[Parameter], prefix: str) -> list[Problem]:
