@@ -190,13 +190,18 @@ class TrialBudget:
         return ahead < self.n_trials
 
 
-def requeue(study: optuna.Study, trial: FrozenTrial, max_retries: int) -> bool:
-    """Queue ``trial``'s parameters again, unless they were already retried ``max_retries`` times."""
+def requeue(study: optuna.Study, trial: FrozenTrial | optuna.Trial, max_retries: int) -> bool:
+    """Queue ``trial``'s parameters again, unless they were already retried ``max_retries`` times.
+
+    Idempotent: a worker killed between queueing its interrupted trial and failing it leaves the
+    trial RUNNING, and the sweep that fails it later must not queue the parameters twice.
+    """
     retries = int(trial.user_attrs.get(RETRIES_ATTR, 0))
     if retries >= max_retries or not trial.params:
         return False
-    origin = trial.user_attrs.get(RETRY_OF_ATTR, trial.number)
-    study.enqueue_trial(trial.params, user_attrs={RETRY_OF_ATTR: origin, RETRIES_ATTR: retries + 1})
+    if any(t.user_attrs.get(RETRY_OF_ATTR) == trial.number for t in study.get_trials(deepcopy=False)):
+        return False
+    study.enqueue_trial(trial.params, user_attrs={RETRY_OF_ATTR: trial.number, RETRIES_ATTR: retries + 1})
     return True
 
 

@@ -129,8 +129,7 @@ class Worker:
                 self._record(self.storage.get_trial(self._current_id))
                 ran += 1
         except KeyboardInterrupt:
-            # Optuna has already marked the running trial FAIL: give it its CSV row, and its
-            # parameters another run, since it was stopped, not wrong.
+            # Optuna has already marked the running trial FAIL: give it its CSV row.
             self._record_interrupted()
             raise
         finally:
@@ -153,7 +152,10 @@ class Worker:
             write_record(trial, worker=self.identity)
             raise
         except KeyboardInterrupt:
+            # Stopped, not wrong: its parameters get another run. Queued before Optuna marks the
+            # trial FAIL, since the scheduler may SIGKILL this process any moment now.
             self._fail(trial, "interrupted (Ctrl-C or SIGTERM)")
+            study_lib.requeue(self.study, trial, self.cfg.optuna.max_retries)
             raise
         except Exception as err:
             self._fail(trial, f"{type(err).__name__}: {err}")
@@ -182,7 +184,6 @@ class Worker:
         trial = self.storage.get_trial(self._current_id)
         if trial.state == TrialState.FAIL:
             self._record(trial)
-            study_lib.requeue(self.study, trial, self.cfg.optuna.max_retries)
 
     def _out_of_time(self) -> bool:
         """Whether the next trial would not finish before the job's end (with 10% + 30 s to spare)."""
