@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from rich.console import Console
 from rich.table import Table
 
-from aimlutils.hyper_opt.study import count
+from aimlutils.hyper_opt.study import count, target_trial
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,10 +79,21 @@ def _rate(finished: Sequence[optuna.trial.FrozenTrial]) -> float | None:
     return len(times) / hours if hours > 0 else None
 
 
-def print_summary(console: Console, study: optuna.Study, n_trials: int, paths: dict[str, Path | str]) -> None:
-    """The end of a run: counts, the best trial(s), and where the results are."""
+def print_summary(
+    console: Console,
+    study: optuna.Study,
+    n_trials: int,
+    paths: dict[str, Path | str],
+    target: float | None = None,
+) -> None:
+    """The end of a run: counts, whether ``target`` was met, the best trial(s), where the results are."""
     snap = snapshot(study, n_trials)
     console.print(snap.line())
+    reached = target_trial(study, target)
+    if reached is not None:
+        console.print(
+            f"Target {target} met by trial {reached.number} (value {reached.value:.6g})", highlight=False
+        )
     if snap.best_value is not None:
         console.print(f"Best trial {study.best_trial.number}: value {snap.best_value:.6g}", highlight=False)
         table = Table()

@@ -13,7 +13,7 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from aimlutils.hyper_opt import samplers
+from aimlutils.hyper_opt import grid, samplers
 from aimlutils.hyper_opt.config import RunConfig
 from aimlutils.hyper_opt.liveness import Liveness, QueueQuery
 from aimlutils.hyper_opt.results import ResultsCsv, trial_row
@@ -81,7 +81,7 @@ def load(cfg: RunConfig, storage: BaseStorage, n_workers: int, worker_index: int
 
 
 def _sampler(cfg: RunConfig, n_workers: int, worker_index: int) -> optuna.samplers.BaseSampler:
-    spec = samplers.sampler_spec(cfg.optuna.sampler, n_workers, worker_index)
+    spec = grid.with_grid(samplers.sampler_spec(cfg.optuna.sampler, n_workers, worker_index), cfg.space)
     sampler, problems = samplers.build("sampler", spec, "optuna.sampler")
     if sampler is None:  # already checked with the config; only reachable on a changed Optuna
         raise ValueError("; ".join(map(str, problems)))
@@ -98,6 +98,29 @@ def _pruner(cfg: RunConfig) -> optuna.pruners.BasePruner:
 def _enqueue(study: optuna.Study, cfg: RunConfig) -> None:
     for params in cfg.optuna.enqueue:
         study.enqueue_trial(params, skip_if_exists=True)
+    if grid.is_grid(cfg.optuna.sampler):
+        # Workers pop queued trials one at a time, so no grid point runs twice.
+        grid.enqueue_combinations(study, grid.with_grid(cfg.optuna.sampler or {}, cfg.space))
+
+
+def target_trial(study: optuna.Study, target: float | None) -> FrozenTrial | None:
+    """The first trial (by completion) whose value reaches ``target`` in the study's direction.
+
+    Example:
+        >>> study = optuna.create_study()
+        >>> study.add_trial(optuna.trial.create_trial(value=0.5))
+        >>> target_trial(study, 0.6).number
+        0
+    """
+    if target is None or len(study.directions) != 1:
+        return None
+    maximize = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    reached = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.value is not None and (t.value >= target if maximize else t.value <= target)
+    ]
+    return min(reached, key=lambda t: (t.datetime_complete or datetime.datetime.max, t.number), default=None)
 
 
 def count(trials: list[FrozenTrial]) -> dict[TrialState, int]:
@@ -149,11 +172,13 @@ class TrialBudget:
         storage: BaseStorage,
         n_trials: int,
         recover: Callable[[list[FrozenTrial]], None] | None = None,
+        target: float | None = None,
     ) -> None:
         self.study = study
         self.storage = storage
         self.n_trials = n_trials
         self.recover = recover
+        self.target = target
         self._study_id = storage.get_study_id_from_name(study.study_name)
 
     def _trials(self) -> list[FrozenTrial]:
@@ -168,7 +193,10 @@ class TrialBudget:
         return False
 
     def has_room(self) -> bool | None:
-        """``True``: a trial may start; ``False``: the budget is spent; ``None``: wait and retry."""
+        """``True``: a trial may start; ``False``: the budget is spent or the target met;
+        ``None``: wait and retry."""
+        if self.target is not None and target_trial(self.study, self.target) is not None:
+            return False
         if self._fewer_trials_than_budget():
             return True
         trials = self._trials()

@@ -65,7 +65,9 @@ class Worker:
         self.index = index
         self.storage = open_storage(cfg.storage)
         self.study = study_lib.load(cfg, self.storage, n_workers, index)
-        self.budget = study_lib.TrialBudget(self.study, self.storage, cfg.optuna.n_trials, self._recover)
+        self.budget = study_lib.TrialBudget(
+            self.study, self.storage, cfg.optuna.n_trials, self._recover, cfg.optuna.target
+        )
         self.claim_lock = study_lib.ClaimLock(cfg.save_path / ".claim.lock")
         self.running = RunningTrials(cfg.save_path / "running")
         self.csv = ResultsCsv(cfg.csv_path)
@@ -147,7 +149,12 @@ class Worker:
             raise BudgetTaken(f"trial {trial.number} not run: n_trials is already taken")
         try:
             with StopSignal.interruptible_section():
-                return self.objective(trial)
+                result = self.objective(trial)
+            if self.budget.target is not None:
+                # Held until this worker's next budget check: Optuna stores the value meanwhile,
+                # so no worker starts a trial between it reaching the target and the check.
+                self.claim_lock.acquire()
+            return result
         except optuna.TrialPruned:
             write_record(trial, worker=self.identity)
             raise

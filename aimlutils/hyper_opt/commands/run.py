@@ -11,7 +11,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from aimlutils.hyper_opt import progress
+from aimlutils.hyper_opt import grid, progress
 from aimlutils.hyper_opt import study as study_lib
 from aimlutils.hyper_opt.commands.common import say
 from aimlutils.hyper_opt.config import RunConfig, load_config
@@ -28,6 +28,21 @@ def _with_reload(cfg: RunConfig) -> RunConfig:
     section = cfg.schema.optuna.model_copy(update={"reload": True})
     hyper = dict(cfg.hyper)
     hyper["optuna"] = {**hyper["optuna"], "reload": 1}
+    return dataclasses.replace(cfg, schema=cfg.schema.model_copy(update={"optuna": section}), hyper=hyper)
+
+
+def _with_grid_budget(cfg: RunConfig, console: Console) -> RunConfig:
+    """Say how many grid points there are, and cap ``n_trials`` at that: a grid has no more."""
+    if not grid.is_grid(cfg.optuna.sampler):
+        return cfg
+    n = len(grid.combinations(grid.with_grid(cfg.optuna.sampler or {}, cfg.space)))
+    say(console, f"Grid: {n} combinations")
+    if cfg.optuna.n_trials <= n:
+        return cfg
+    say(console, f"optuna.n_trials is {cfg.optuna.n_trials}, more than the grid has: running {n} trials")
+    section = cfg.schema.optuna.model_copy(update={"n_trials": n})
+    hyper = dict(cfg.hyper)
+    hyper["optuna"] = {**hyper["optuna"], "n_trials": n}  # the copy workers read
     return dataclasses.replace(cfg, schema=cfg.schema.model_copy(update={"optuna": section}), hyper=hyper)
 
 
@@ -59,6 +74,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     cfg = load_config(args.hyper, args.model, overrides=args.overrides)
     if args.reload:
         cfg = _with_reload(cfg)
+    cfg = _with_grid_budget(cfg, console)
     launcher, problem = _pick_launcher(cfg, args)
     if problem:
         say(console, problem)
@@ -99,9 +115,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
     snap = progress.snapshot(study, cfg.optuna.n_trials)
     remaining = cfg.optuna.n_trials - snap.done
     paths: dict[str, Path | str] = {"results": cfg.csv_path, "storage": str(cfg.storage)}
-    if remaining <= 0:
+    if remaining <= 0 or study_lib.target_trial(study, cfg.optuna.target) is not None:
         say(console, f"Study {cfg.study_name!r} already has {snap.done} of {cfg.optuna.n_trials} trials.")
-        progress.print_summary(console, study, cfg.optuna.n_trials, paths)
+        progress.print_summary(console, study, cfg.optuna.n_trials, paths, cfg.optuna.target)
         return 0
     # Trials still running in live jobs will finish; more workers than places left would idle.
     useful = remaining - snap.counts[study_lib.TrialState.RUNNING] if launcher else remaining
@@ -126,7 +142,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     )
     code = LocalLauncher(cfg, console).launch(n_workers)
     if code != 130:
-        progress.print_summary(console, study, cfg.optuna.n_trials, paths)
+        progress.print_summary(console, study, cfg.optuna.n_trials, paths, cfg.optuna.target)
     return code
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from aimlutils.hyper_opt import samplers
+from aimlutils.hyper_opt import grid, samplers
 from aimlutils.hyper_opt.config.scheduler import check_scheduler
 from aimlutils.hyper_opt.config.schema import HyperConfigSchema, OptunaSection, SchedulerSection
 from aimlutils.hyper_opt.errors import (
@@ -128,7 +128,8 @@ def check_config(
     problems += found
     space, found = _search_space(optuna_raw, model)
     problems += found
-    problems += _check_sampler_and_pruner(optuna_raw)
+    problems += _check_sampler_and_pruner(optuna_raw, space)
+    problems += _check_target(optuna_raw)
     problems += _check_enqueue(optuna_raw, space)
     storage, found = _storage(optuna_raw, save_path or base_dir, base_dir)
     problems += found
@@ -263,14 +264,39 @@ def _search_space(
     return space, problems + found + twice
 
 
-def _check_sampler_and_pruner(optuna_raw: Mapping[str, Any]) -> list[Problem]:
+def _check_sampler_and_pruner(optuna_raw: Mapping[str, Any], space: SearchSpace) -> list[Problem]:
     problems: list[Problem] = []
     for kind in ("sampler", "pruner"):
         spec = optuna_raw.get(kind)
+        if (
+            kind == "sampler"
+            and isinstance(spec, Mapping)
+            and grid.is_grid(spec)
+            and "search_space" not in spec
+        ):
+            # The grid comes from the parameters; say which cannot be enumerated.
+            _, found = grid.grid_from_space(space)
+            problems += found
+            if found:
+                continue
+            spec = grid.with_grid(spec, space)
         if isinstance(spec, Mapping):
             _, found = samplers.build(kind, spec, f"optuna.{kind}")
             problems += found
     return problems
+
+
+def _check_target(optuna_raw: Mapping[str, Any]) -> list[Problem]:
+    target, metrics = optuna_raw.get("target"), _as_list(optuna_raw.get("metric", "val_loss"))
+    if target is not None and len(metrics) > 1:
+        return [
+            Problem(
+                "optuna.target",
+                f"got {format_value(target)} with {len(metrics)} metrics {metrics}; a target needs "
+                "a single metric (remove target or keep one metric)",
+            )
+        ]
+    return []
 
 
 def _check_enqueue(optuna_raw: Mapping[str, Any], space: SearchSpace) -> list[Problem]:

@@ -45,6 +45,8 @@ class OptunaSection(_Section):
     parameters: dict[str, Any] = Field(default_factory=dict)
     enqueue: list[dict[str, Any]] = Field(default_factory=list)
     max_retries: int = Field(default=1, ge=0)
+    # The study ends once a trial reaches this value of the metric (in its direction).
+    target: float | None = None
 
 
 class SchedulerSection(_Section):

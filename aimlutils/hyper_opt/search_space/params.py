@@ -20,6 +20,7 @@ from optuna.distributions import (
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from aimlutils.hyper_opt.errors import Problem, join_path, pydantic_problems
+from aimlutils.hyper_opt.search_space.value_modes import VALUE_MODES, expand_values
 
 #: The model-config location of a value: ``("optimizer", "learning_rate")``.
 KeyPath = tuple[str, ...]
@@ -102,7 +103,7 @@ _SETTINGS: dict[str, type[_Settings]] = {
 }
 
 #: Parameter types accepted in ``optuna.parameters.<key>.type``.
-PARAMETER_TYPES = tuple(sorted(_SETTINGS))
+PARAMETER_TYPES = tuple(sorted((*_SETTINGS, *VALUE_MODES)))
 
 
 def _range_problems(s: _RangeSettings | _IntSettings, path: str, log: bool) -> list[Problem]:
@@ -163,6 +164,12 @@ def parameter_from_settings(
     ``path`` is the entry's key path, used in every problem. The target is left unset; the
     front-end decides where the value goes.
     """
+    if kind in VALUE_MODES:
+        # A value mode is a categorical parameter over the values it lists.
+        name, values, problems = expand_values(kind, settings, join_path(path, "settings"))
+        if values is None:
+            return None, problems
+        return Parameter(name or default_name, CategoricalDistribution(values)), []
     model = _SETTINGS.get(kind)
     if model is None:
         allowed = ", ".join(PARAMETER_TYPES)
