@@ -24,6 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from aimlutils.hyper_opt import study as study_lib
 from aimlutils.hyper_opt.base_objective import BaseObjective
+from aimlutils.hyper_opt.command_objective import CommandObjective
 from aimlutils.hyper_opt.config import ConfigError, RunConfig, load_config
 from aimlutils.hyper_opt.launchers.scheduler import scheduler_queue
 from aimlutils.hyper_opt.liveness import Liveness
@@ -91,17 +92,21 @@ class Worker:
         self._current_id = -1
 
     def _build_objective(self) -> BaseObjective:
-        module = import_objective_module(self.cfg.objective)
         device = device_for(self.cfg.optuna.gpu)
         metric: Any = self.cfg.metrics[0] if len(self.cfg.metrics) == 1 else list(self.cfg.metrics)
         available = {"study": self.study, "config": self.cfg.model, "metric": metric, "device": device}
-        objective = build_objective(module, available)
+        module = None
+        if self.cfg.command is not None:
+            objective: BaseObjective = CommandObjective(self.cfg.command, self.cfg.save_path, **available)
+        elif self.cfg.objective is not None:
+            module = import_objective_module(self.cfg.objective)
+            objective = build_objective(module, available)
         # hyper.yml decides the metric and the device, whatever the Objective's defaults say.
         objective.metric, objective.device, objective.worker_index = metric, device, self.index
         objective.worker_identity = self.identity
         objective.search_space = self.cfg.space
         objective.optuna_section = dict(self.cfg.hyper["optuna"])
-        objective.custom_updates = getattr(module, "custom_updates", None)
+        objective.custom_updates = getattr(module, "custom_updates", None) if module else None
         if self.cfg.schema.mlflow is not None:
             from aimlutils.hyper_opt.tracking import TrialTracker  # MLflow only for studies that use it
 

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from aimlutils.hyper_opt import grid, samplers
+from aimlutils.hyper_opt.command_objective import CommandSpec, check_command_section
 from aimlutils.hyper_opt.config.scheduler import check_scheduler
 from aimlutils.hyper_opt.config.schema import HyperConfigSchema, OptunaSection, SchedulerSection
 from aimlutils.hyper_opt.errors import (
@@ -43,12 +44,15 @@ class RunConfig:
     schema: HyperConfigSchema
     study_name: str
     save_path: Path
-    objective: Path
+    objective: Path | None
+    """``objective.py``; ``None`` when the objective is a command."""
     metrics: tuple[str, ...]
     directions: tuple[str, ...]
     storage: StorageSpec
     space: SearchSpace
     log_file: Path | None
+    command: CommandSpec | None = None
+    """The command to run per trial, when ``optuna.objective`` is a mapping."""
 
     @property
     def optuna(self) -> OptunaSection:
@@ -128,6 +132,8 @@ def check_config(
     problems += found
     space, found = _search_space(optuna_raw, model)
     problems += found
+    command, found = check_command_section(optuna_raw.get("objective"), space.distributions)
+    problems += found
     problems += _check_sampler_and_pruner(optuna_raw, space)
     problems += _check_target(optuna_raw)
     problems += _check_enqueue(optuna_raw, space)
@@ -140,7 +146,8 @@ def check_config(
         problems.append(
             Problem("pbs", "both slurm and pbs sections are given; keep the one your cluster runs")
         )
-    if problems or schema is None or save_path is None or objective is None or storage is None:
+    no_objective = objective is None and command is None
+    if problems or schema is None or save_path is None or no_objective or storage is None:
         # Marker problems are key paths of model.yml; say so when there may be some.
         raise ConfigError(problems, "hyper.yml / model.yml" if has_markers(model) else "hyper.yml")
     log_file = _log_file(schema, save_path, base_dir)
@@ -156,6 +163,7 @@ def check_config(
         storage=storage,
         space=space,
         log_file=log_file,
+        command=command,
     )
 
 
@@ -348,11 +356,16 @@ def _log_file(schema: HyperConfigSchema, save_path: Path, base_dir: Path) -> Pat
 
 
 def _absolute_hyper(
-    hyper: dict[str, Any], save_path: Path, objective: Path, storage: StorageSpec, log_file: Path | None
+    hyper: dict[str, Any],
+    save_path: Path,
+    objective: Path | None,
+    storage: StorageSpec,
+    log_file: Path | None,
 ) -> dict[str, Any]:
     """``hyper.yml`` with its paths absolute, for workers that may start in another directory."""
     out = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in hyper.items()}
-    out["optuna"]["objective"] = str(objective)
+    if objective is not None:  # a command runs in the trial's directory, whatever its paths
+        out["optuna"]["objective"] = str(objective)
     out["optuna"]["save_path"] = str(save_path)
     out.pop("save_path", None)
     out["optuna"]["storage"] = storage.location

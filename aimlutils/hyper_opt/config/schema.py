@@ -31,7 +31,8 @@ class OptunaSection(_Section):
     name: str | None = None
     study_name: str | None = None
     reload: bool = False
-    objective: str
+    # A path to objective.py, or a command mapping checked by aimlutils.hyper_opt.command_objective.
+    objective: str | dict[str, Any]
     metric: str | list[str] = "val_loss"
     direction: Direction | list[Direction] = "minimize"
     n_trials: int = Field(ge=1)

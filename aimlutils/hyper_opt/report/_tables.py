@@ -105,7 +105,8 @@ def best_config(cfg: RunConfig, trial: FrozenTrial) -> tuple[dict[str, Any], lis
     objective.search_space = cfg.space
     objective.optuna_section = dict(cfg.hyper["optuna"])
     notes: list[str] = []
-    updates, problem = _custom_updates(cfg.objective)
+    # A command objective has no custom_updates.
+    updates, problem = _custom_updates(cfg.objective) if cfg.objective else (None, None)
     if problem:
         notes.append(problem)
     objective.custom_updates = updates

@@ -1,0 +1,399 @@
+"""Tune any command: an objective that runs a program per trial instead of importing Python.
+
+In ``hyper.yml``::
+
+    optuna:
+      objective:
+        command: "python train.py --epochs=10 {parameters}"
+        pass-as: {lr: "--learning-rate={v}"}   # per parameter; default "--{name}={v}"
+
+The command is split like a shell would (``shlex``) but run without one, so values never need
+quoting; a pipe or redirection belongs in a script. Placeholders, each inside one word:
+
+- ``{parameters}``: a word of its own, replaced by one argument per parameter (``pass-as``);
+- ``{<parameter name>}``: that parameter's value, e.g. ``--lr={lr}``;
+- ``{config}``: the trial's model config file; ``{trial}``: the trial number;
+- ``{{`` and ``}}``: literal braces.
+
+Each trial runs in ``save_path/trials/<number>/``, which holds ``model.yml`` (the model config with
+the trial's values applied) and the command's ``stdout.txt`` and ``stderr.txt``. The environment
+adds ``AIMLUTILS_MODEL_CONFIG``, ``AIMLUTILS_TRIAL_NUMBER`` and ``AIMLUTILS_TRIAL_DIR``.
+
+A JSON object printed on a line of its own with a ``step`` and the metric
+(``{"step": 3, "val_loss": 0.41}``) is reported to the pruner; a pruned trial's command is stopped
+with its whole process group. The results are ``metrics.json`` when the command writes one in its
+directory, else the last JSON object it printed. A non-zero exit fails the trial with the end of
+its stderr.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import queue
+import re
+import shlex
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import optuna
+import yaml
+
+from aimlutils.hyper_opt.base_objective import BaseObjective, TrialResultError
+from aimlutils.hyper_opt.errors import Problem, format_value, join_path
+
+#: Placeholders every command may use besides the parameter names.
+RESERVED = ("parameters", "config", "trial")
+#: The default way a parameter is passed by ``{parameters}``.
+DEFAULT_PASS_AS = "--{name}={v}"  # noqa: S105 (a template, not a password)
+#: How many lines of stderr a failed trial's ``fail_reason`` keeps.
+STDERR_TAIL_LINES = 20
+#: Seconds a stopped command gets to exit after SIGTERM before its group is sent SIGKILL.
+KILL_GRACE_S = 5.0
+
+_KEYS = ("command", "pass-as")
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}")
+
+
+class CommandFailed(RuntimeError):
+    """The trial's command exited with an error; the message ends with its stderr's last lines."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CommandSpec:
+    """A checked ``optuna.objective`` mapping.
+
+    Example:
+        >>> spec = CommandSpec(("train", "--lr={lr}", "{parameters}"), {"lr": "-l {v}"})
+        >>> spec.argv({"lr": 0.5, "units": 8}, config="m.yml", trial=0)
+        ['train', '--lr=0.5', '-l', '0.5', '--units=8']
+    """
+
+    words: tuple[str, ...]
+    pass_as: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def argv(self, values: Mapping[str, Any], config: str, trial: int) -> list[str]:
+        """The command's arguments for a trial with parameter ``values``."""
+        fields = {"config": config, "trial": str(trial)}
+        fields.update({name: _text(value) for name, value in values.items()})
+        out: list[str] = []
+        for word in self.words:
+            if word == "{parameters}":
+                for name in values:
+                    # Split before filling, so a value with spaces stays one argument.
+                    template = shlex.split(self.pass_as.get(name, DEFAULT_PASS_AS))
+                    out += [_fill(w, {"name": name, "v": fields[name]}) for w in template]
+            else:
+                out.append(_fill(word, fields))
+        return out
+
+
+def _text(value: Any) -> str:
+    # YAML's spelling for booleans, which argparse users compare against more often than Python's.
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _fill(template: str, fields: Mapping[str, str]) -> str:
+    def one(match: re.Match[str]) -> str:
+        if match.group(0) in ("{{", "}}"):
+            return match.group(0)[0]
+        return fields[match.group(1)]
+
+    return _PLACEHOLDER.sub(one, template)
+
+
+def _names(template: str) -> list[str]:
+    return [m.group(1) for m in _PLACEHOLDER.finditer(template) if m.group(1) is not None]
+
+
+def check_command_section(
+    value: Any, parameter_names: Iterable[str], path: str = "optuna.objective"
+) -> tuple[CommandSpec | None, list[Problem]]:
+    """Check an ``optuna.objective`` mapping; returns the spec, or ``None`` and every problem.
+
+    Example:
+        >>> spec, problems = check_command_section({"command": "run {lr}"}, ["lr"])
+        >>> spec.words, problems
+        (('run', '{lr}'), [])
+        >>> _, problems = check_command_section({"command": "run {lrr}"}, ["lr"])
+        >>> print(problems[0])  # doctest: +ELLIPSIS
+        optuna.objective.command: placeholder {lrr} is not a parameter; allowed: {lr}, {parameters}, ...
+    """
+    names = list(parameter_names)
+    if not isinstance(value, Mapping):
+        return None, []  # a string is a Python file; other types are reported by the schema
+    problems = [
+        Problem(join_path(path, key), f"unknown key; allowed here: {', '.join(_KEYS)}")
+        for key in value
+        if key not in _KEYS
+    ]
+    command = value.get("command")
+    words: list[str] = []
+    if command is None:
+        problems.append(Problem(join_path(path, "command"), "required key is missing; the command to run"))
+    elif not isinstance(command, str) or not command.strip():
+        problems.append(
+            Problem(join_path(path, "command"), f"got {format_value(command)}; must be a non-empty string")
+        )
+    else:
+        try:
+            words = shlex.split(command)
+        except ValueError as err:
+            problems.append(Problem(join_path(path, "command"), f"got {command!r}; cannot split it: {err}"))
+        problems += _check_words(words, names, join_path(path, "command"))
+    pass_as = value.get("pass-as", {})
+    if not isinstance(pass_as, Mapping):
+        problems.append(
+            Problem(
+                join_path(path, "pass-as"),
+                f"got {format_value(pass_as)}; must map parameter names to templates",
+            )
+        )
+        pass_as = {}
+    for name, template in pass_as.items():
+        where = join_path(path, "pass-as", name)
+        if name not in names:
+            problems.append(
+                Problem(where, f"not a parameter name; parameters: {', '.join(names) or '(none)'}")
+            )
+        elif not isinstance(template, str) or "{v}" not in template:
+            problems.append(
+                Problem(
+                    where,
+                    f"got {format_value(template)}; must be a string holding {{v}}, e.g. '--{name}={{v}}'",
+                )
+            )
+        elif set(_names(template)) - {"v", "name"} or not _splits(template):
+            problems.append(
+                Problem(
+                    where,
+                    f"got {template!r}; must split into words (shlex) "
+                    "whose only placeholders are {v} and {name}",
+                )
+            )
+    if problems:
+        return None, problems
+    return CommandSpec(tuple(words), {str(k): str(v) for k, v in pass_as.items()}), []
+
+
+def _splits(text: str) -> bool:
+    try:
+        return bool(shlex.split(text))
+    except ValueError:
+        return False
+
+
+def _check_words(words: Sequence[str], names: Sequence[str], path: str) -> list[Problem]:
+    allowed = [*names, *RESERVED]
+    problems = []
+    for word in words:
+        for name in _names(word):
+            if name == "parameters" and word != "{parameters}":
+                problems.append(
+                    Problem(path, f"{{parameters}} must be a word of its own, not part of {word!r}")
+                )
+            elif name not in allowed:
+                problems.append(
+                    Problem(
+                        path,
+                        f"placeholder {{{name}}} is not a parameter; allowed: "
+                        + ", ".join(f"{{{n}}}" for n in allowed),
+                    )
+                )
+    return problems
+
+
+class CommandObjective(BaseObjective):
+    """Runs ``spec``'s command for each trial in ``save_path/trials/<number>/``.
+
+    Example:
+        >>> objective = CommandObjective(spec, Path("results"), config=model)  # doctest: +SKIP
+        >>> study.optimize(objective, n_trials=10)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        spec: CommandSpec,
+        save_path: Path,
+        study: Any = None,
+        config: Mapping[str, Any] | None = None,
+        metric: str | list[str] = "val_loss",
+        device: str = "cpu",
+    ) -> None:
+        BaseObjective.__init__(self, study, config, metric, device)
+        self.spec = spec
+        self.save_path = save_path
+
+    def train(self, trial: optuna.trial.BaseTrial, conf: dict[str, Any]) -> Mapping[str, Any]:
+        folder = self.save_path / "trials" / str(trial.number)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "metrics.json").unlink(missing_ok=True)  # left by an earlier run of this number
+        config_path = folder / "model.yml"
+        config_path.write_text(yaml.safe_dump(conf, sort_keys=False), encoding="utf-8")
+        values = {
+            p.name: trial.params[p.name] for p in self.search_space.parameters if p.name in trial.params
+        }
+        argv = self.spec.argv(values, str(config_path), trial.number)
+        env = dict(
+            os.environ,
+            AIMLUTILS_MODEL_CONFIG=str(config_path),
+            AIMLUTILS_TRIAL_NUMBER=str(trial.number),
+            AIMLUTILS_TRIAL_DIR=str(folder),
+        )
+        last = _run(argv, folder, env, trial, self.metrics)
+        metrics_file = folder / "metrics.json"
+        if metrics_file.exists():
+            try:
+                last = json.loads(metrics_file.read_text(encoding="utf-8"))
+            except ValueError as err:
+                raise TrialResultError(f"{metrics_file} is not JSON: {err}") from None
+        if last is None:
+            raise TrialResultError(
+                f"the command printed no JSON object and wrote no metrics.json; print e.g. "
+                f'{{"{self.metrics[0]}": 0.25}} as its last JSON line (output in {folder})'
+            )
+        return last
+
+
+def _run(
+    argv: list[str], folder: Path, env: dict[str, str], trial: optuna.trial.BaseTrial, metrics: list[str]
+) -> dict[str, Any] | None:
+    """Run the command, report its intermediate values; returns the last JSON object it printed."""
+    with (
+        open(folder / "stdout.txt", "w", encoding="utf-8") as out,
+        open(folder / "stderr.txt", "w", encoding="utf-8") as err,
+    ):
+        try:
+            # A session of its own, so a pruned trial's command is stopped with all its children.
+            proc = subprocess.Popen(
+                argv,
+                cwd=folder,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+                bufsize=1,
+                start_new_session=True,
+            )
+        except OSError as error:
+            raise CommandFailed(f"cannot start {argv[0]!r}: {error}") from None
+        lines: queue.Queue[str | None] = queue.Queue()
+        reader = threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True)
+        reader.start()
+        last: dict[str, Any] | None = None
+        try:
+            while True:
+                try:
+                    line = lines.get(timeout=0.1)
+                except queue.Empty:
+                    if proc.poll() is not None:
+                        # The command is done; a child it left behind may hold stdout open.
+                        _stop(proc)
+                    continue
+                if line is None:
+                    break
+                out.write(line)
+                out.flush()
+                obj = _json_object(line)
+                if obj is not None:
+                    last = obj
+                    _report(trial, obj, metrics, proc)
+            code = proc.wait()
+        finally:
+            _stop(proc)
+            reader.join(timeout=KILL_GRACE_S)
+    if code != 0:
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        raise CommandFailed(f"{shlex.join(argv)} {how}; stderr ends:\n{_tail(folder / 'stderr.txt')}")
+    return last
+
+
+def _read_lines(stream: IO[str] | None, lines: queue.Queue[str | None]) -> None:
+    if stream is not None:
+        for line in stream:
+            lines.put(line)
+        stream.close()
+    lines.put(None)
+
+
+def _json_object(line: str) -> dict[str, Any] | None:
+    text = line.strip()
+    if not (text.startswith("{") and text.endswith("}")):
+        return None
+    try:
+        obj = json.loads(text)
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def _report(
+    trial: optuna.trial.BaseTrial, obj: Mapping[str, Any], metrics: list[str], proc: subprocess.Popen[str]
+) -> None:
+    # Optuna prunes single-objective studies only; the values of several metrics are not reported.
+    step, value = obj.get("step"), obj.get(metrics[0])
+    if len(metrics) != 1 or not isinstance(step, int) or isinstance(step, bool):
+        return
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    trial.report(float(value), step)
+    if trial.should_prune():
+        _stop(proc)
+        raise optuna.TrialPruned(f"pruned at step {step} ({metrics[0]}={value})")
+
+
+def _stop(proc: subprocess.Popen[str]) -> None:
+    """Stop the command's whole process group: SIGTERM, then SIGKILL after a grace period."""
+    for sig, wait_s in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, KILL_GRACE_S)):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            return  # no process of the group is left
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            proc.poll()  # reaps the leader, so it stops counting as a member
+            if not _group_alive(proc.pid):
+                return
+            time.sleep(0.02)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` still runs.
+
+    Zombies do not count: an orphaned child that exited waits for init to reap it, which some
+    container inits do only every few seconds. Without ``/proc`` (macOS) any member counts.
+    """
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # After the command's name, which may hold spaces: state, ppid, pgrp.
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
+
+
+def _tail(path: Path, lines: int = STDERR_TAIL_LINES) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "(no stderr)"
+    kept = text.rstrip("\n").splitlines()[-lines:]
+    return "\n".join(kept) or "(stderr is empty)"
