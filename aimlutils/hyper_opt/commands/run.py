@@ -91,7 +91,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         say(console, f"wrote {rows} rows to {cfg.csv_path}")
         return 0
     unplaced = cfg.space.unplaced(cfg.model)
-    if unplaced:
+    if unplaced and cfg.command is None:  # a command gets every parameter on its command line
         say(
             console, f"Not in the model config, left to custom_updates: {', '.join(p.name for p in unplaced)}"
         )
