@@ -1,7 +1,8 @@
 """Helpers for training loops (import path kept from the original package).
 
 ``from aimlutils.hyper_opt.utils import KerasPruningCallback`` works without Keras installed;
-Keras is needed only when the callback is created.
+Keras is needed only when the callback is created. :func:`report_and_prune` is the same step for a
+plain training loop (PyTorch or anything else) and needs nothing beyond Optuna.
 """
 
 from __future__ import annotations
@@ -14,10 +15,26 @@ import optuna
 
 from aimlutils.hyper_opt.search_space import suggest_from_spec
 
-__all__ = ["KerasPruningCallback", "suggest_from_spec", "trial_suggest_loader"]
+__all__ = ["KerasPruningCallback", "report_and_prune", "suggest_from_spec", "trial_suggest_loader"]
 
 #: echo-opt's name for :func:`suggest_from_spec`, for ``custom_updates`` written for it.
 trial_suggest_loader = suggest_from_spec
+
+
+def report_and_prune(trial: optuna.trial.BaseTrial, value: Any, step: int) -> None:
+    """Report ``value`` at ``step`` and raise :class:`optuna.TrialPruned` if the pruner says stop.
+
+    ``value`` may be anything ``float()`` accepts, such as a one-element tensor. Call it once per
+    epoch in place of the ``trial.report`` / ``trial.should_prune`` pair:
+
+        >>> for epoch in range(epochs):  # doctest: +SKIP
+        ...     val_loss = evaluate(model)
+        ...     report_and_prune(trial, val_loss, epoch)
+    """
+    value = float(value)
+    trial.report(value, step=step)
+    if trial.should_prune():
+        raise optuna.TrialPruned(f"pruned at step {step} (value={value:.6g})")
 
 
 @functools.cache
