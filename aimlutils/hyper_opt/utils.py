@@ -1,12 +1,15 @@
 """Helpers for training loops (import path kept from the original package).
 
 ``from aimlutils.hyper_opt.utils import KerasPruningCallback`` works without Keras installed;
-Keras is needed only when the callback is created.
+Keras is needed only when the callback is created. :func:`report_and_prune` is the same step for a
+plain training loop (PyTorch or anything else) and needs nothing beyond Optuna;
+:func:`LightningPruningCallback` hands PyTorch Lightning over to Optuna's own integration.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 import warnings
 from typing import Any
 
@@ -14,10 +17,32 @@ import optuna
 
 from aimlutils.hyper_opt.search_space import suggest_from_spec
 
-__all__ = ["KerasPruningCallback", "suggest_from_spec", "trial_suggest_loader"]
+__all__ = [
+    "KerasPruningCallback",
+    "LightningPruningCallback",
+    "report_and_prune",
+    "suggest_from_spec",
+    "trial_suggest_loader",
+]
 
 #: echo-opt's name for :func:`suggest_from_spec`, for ``custom_updates`` written for it.
 trial_suggest_loader = suggest_from_spec
+
+
+def report_and_prune(trial: optuna.trial.BaseTrial, value: Any, step: int) -> None:
+    """Report ``value`` at ``step`` and raise :class:`optuna.TrialPruned` if the pruner says stop.
+
+    ``value`` may be anything ``float()`` accepts, such as a one-element tensor. Call it once per
+    epoch in place of the ``trial.report`` / ``trial.should_prune`` pair:
+
+        >>> for epoch in range(epochs):  # doctest: +SKIP
+        ...     val_loss = evaluate(model)
+        ...     report_and_prune(trial, val_loss, epoch)
+    """
+    value = float(value)
+    trial.report(value, step=step)
+    if trial.should_prune():
+        raise optuna.TrialPruned(f"pruned at step {step} (value={value:.6g})")
 
 
 @functools.cache
@@ -61,3 +86,23 @@ class KerasPruningCallback:
 
     def __new__(cls, trial: optuna.trial.BaseTrial, monitor: str, interval: int = 1) -> Any:
         return _keras_callback_class()(trial, monitor, interval)
+
+
+def LightningPruningCallback(trial: optuna.trial.Trial, monitor: str) -> Any:
+    """A PyTorch Lightning callback that reports ``monitor`` each validation epoch and prunes.
+
+    This is ``optuna_integration.PyTorchLightningPruningCallback``, imported on first use so this
+    module still imports without Lightning. A pruned trial ends ``Trainer.fit`` with
+    :class:`optuna.TrialPruned`. Needs ``pip install 'aimlutils[lightning]'``.
+    """
+    try:
+        # import_module: optuna-integration ships no type hints, and mypy must pass without it.
+        integration = importlib.import_module("optuna_integration")
+        callback_class = integration.PyTorchLightningPruningCallback
+        importlib.import_module("lightning.pytorch")
+    except ImportError as err:
+        raise ImportError(
+            "LightningPruningCallback needs lightning and optuna-integration: "
+            "pip install 'aimlutils[lightning]'"
+        ) from err
+    return callback_class(trial, monitor=monitor)
