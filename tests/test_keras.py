@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
 import pytest
-import yaml
 
 from aimlutils.hyper_opt.utils import KerasPruningCallback
 from tests.conftest import needs_module
@@ -95,28 +91,3 @@ def test_a_metric_missing_from_the_logs_warns_and_reports_nothing(keras):
     with pytest.warns(UserWarning, match=r"'val_acc' is not in this epoch's logs.*'val_loss'"):
         _fit(keras, trial, "val_acc", epochs=2)
     assert _values(trial) == {}
-
-
-def test_keras_example_finishes_its_20_trials_with_pruning(tmp_path):
-    needs_module("tensorflow")
-    hyper = yaml.safe_load((ROOT / "examples/keras/hyper.yml").read_text())
-    hyper["optuna"]["save_path"] = str(tmp_path / "results")
-    hyper["log"]["save_path"] = str(tmp_path / "results/log.txt")
-    (tmp_path / "hyper.yml").write_text(yaml.safe_dump(hyper, sort_keys=False))
-    proc = subprocess.run(
-        [sys.executable, "optimize.py", str(tmp_path / "hyper.yml"), "examples/keras/model.yml"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "20/20 done" in proc.stdout
-    with open(tmp_path / "results/trial_results.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    assert len(rows) == 20
-    assert {r["state"] for r in rows} <= {"COMPLETE", "PRUNED"}
-    assert any(r["state"] == "PRUNED" for r in rows)
-    best = min(float(r["val_loss"]) for r in rows if r["state"] == "COMPLETE")
-    assert best < 0.3  # a real model learned something
-    assert max(float(r["val_accuracy"]) for r in rows if r["state"] == "COMPLETE") > 0.9
