@@ -1,4 +1,4 @@
-"""KerasPruningCallback with Keras 3 on TensorFlow, and the Keras example run end to end."""
+"""KerasPruningCallback with Keras 3 on TensorFlow (the Keras example runs in test_examples.py)."""
 
 from __future__ import annotations
 
