@@ -190,7 +190,8 @@ def test_time_limit_ends_jobs_cleanly_and_an_interrupted_trial_reruns(study_file
     data["log"] = {"save_path": str(other / "results/log.txt")}
     hyper_b, model_b = other / "hyper.yml", other / "model.yml"
     hyper_b.write_text(yaml.safe_dump(data, sort_keys=False))
-    test_b = {"sleep": 20, "steps": 4, "fast_trials": 1, "fast_retries": True}
+    # 200 s: Slurm enforces a time limit up to about a minute late, so a shorter trial may finish.
+    test_b = {"sleep": 20, "steps": 10, "fast_trials": 1, "fast_retries": True}
     model_b.write_text(yaml.safe_dump({**yaml.safe_load(model_a.read_text()), "test": test_b}))
     assert run(hyper_a, model_a).returncode == 0
     assert run(hyper_b, model_b).returncode == 0
