@@ -6,6 +6,7 @@ import importlib
 import os
 import socket
 import subprocess
+import sys
 import textwrap
 import uuid
 from collections.abc import Callable
@@ -92,6 +93,20 @@ def service_url(kind: str) -> str:
 
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_optimize(
+    hyper: Path, model: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``optimize.py hyper.yml model.yml ARGS`` as a user runs it, from hyper.yml's directory."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "optimize.py"), str(hyper), str(model), *args],
+        capture_output=True,
+        text=True,
+        cwd=hyper.parent,
+        env=env,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="session")

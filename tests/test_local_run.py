@@ -18,24 +18,14 @@ from optuna.trial import TrialState
 from aimlutils.hyper_opt.config import load_config
 from aimlutils.hyper_opt.storage import open_storage
 from aimlutils.hyper_opt.trial_record import RunningTrials
-from tests.conftest import OBJECTIVE, service_url
+from tests.conftest import OBJECTIVE, run_optimize, service_url
 
 ROOT = Path(__file__).resolve().parents[1]
 # Optuna's own command line, installed next to this interpreter.
 OPTUNA_CLI = str(Path(sys.executable).parent / "optuna")
 
 
-def optimize(
-    hyper: Path, model: Path, *args: str, env: dict | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "optimize.py"), str(hyper), str(model), *args],
-        capture_output=True,
-        text=True,
-        cwd=hyper.parent,
-        env=env,
-        timeout=300,
-    )
+optimize = run_optimize
 
 
 def start_optimize(hyper: Path, model: Path, *args: str) -> subprocess.Popen[str]:

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import copy
 import csv
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 from typing import Any
 
 import optuna
@@ -20,8 +17,7 @@ from aimlutils.hyper_opt.config import ConfigError, check_config, load_config
 from aimlutils.hyper_opt.search_space import SearchSpace
 from aimlutils.hyper_opt.search_space.markers import parameters_from_markers
 from aimlutils.hyper_opt.storage import open_storage
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import run_optimize
 
 
 def marker(suggest: str = "int", **body: Any) -> dict[str, Any]:
@@ -149,21 +145,7 @@ def test_seed_000_example_runs_locally(study_files, heads):
     hyper_path, model_path = study_files(n_trials=4)
     (hyper_path.parent / "objective.py").write_text(OBJECTIVE)
     model_path.write_text(yaml.safe_dump(seed_000_model(heads), sort_keys=False))
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "optimize.py"),
-            str(hyper_path),
-            str(model_path),
-            "--local",
-            "--workers",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=hyper_path.parent,
-        timeout=120,
-    )
+    proc = run_optimize(hyper_path, model_path, "--local", "--workers", "1")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     cfg = load_config(hyper_path, model_path, base_dir=hyper_path.parent)
     study = optuna.load_study(study_name=cfg.study_name, storage=open_storage(cfg.storage))

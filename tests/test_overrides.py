@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +11,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 
 from aimlutils.hyper_opt.config import ConfigError, load_config
 from aimlutils.hyper_opt.search_space.overrides import OverrideSyntaxError, parse_override
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import run_optimize
 
 FOUR_FORMS = [
     "optimizer:learning_rate=interval(1e-5, 1e-3)",
@@ -149,22 +146,7 @@ def test_override_problems_are_config_errors(study_files, override, words):
 def test_optimize_py_runs_with_overrides_and_workers_see_them(study_files):
     hyper, model = study_files(n_trials=2)
     args = ["optuna.n_trials=3", "optimizer:learning_rate=interval(0.25, 0.5)"]
-    proc = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "optimize.py"),
-            str(hyper),
-            str(model),
-            *args,
-            "--local",
-            "--workers",
-            "1",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=hyper.parent,
-        timeout=120,
-    )
+    proc = run_optimize(hyper, model, *args, "--local", "--workers", "1")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     saved = load_config(
         hyper.parent / "results/configs/hyper.yml", hyper.parent / "results/configs/model.yml"
@@ -178,13 +160,7 @@ def test_optimize_py_runs_with_overrides_and_workers_see_them(study_files):
 def test_malformed_override_on_the_command_line_exits_2_with_a_caret(study_files):
     hyper, model = study_files()
     bad = "model:act=choice(relu, tanh"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "optimize.py"), str(hyper), str(model), bad, "--local"],
-        capture_output=True,
-        text=True,
-        cwd=hyper.parent,
-        timeout=60,
-    )
+    proc = run_optimize(hyper, model, bad, "--local")
     assert proc.returncode == 2
     assert "the command line has 1 problem" in proc.stderr
     assert f"override {bad!r}: expected ')', found the end" in proc.stderr
