@@ -13,7 +13,7 @@ import yaml
 
 from aimlutils.hyper_opt.command_objective import CommandSpec, check_command_section
 from aimlutils.hyper_opt.config import ConfigError, load_config
-from aimlutils.hyper_opt.trial_record import read_record
+from aimlutils.hyper_opt.coordination import read_record
 from tests.conftest import MODEL, hyper_config
 from tests.test_local_run import load_study, optimize
 

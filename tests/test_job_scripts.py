@@ -146,7 +146,7 @@ def test_seed_002_config_dry_runs_with_its_slurm_section():
 
 def test_separate_jobs_on_request_and_only_as_many_as_useful(study_files):
     from aimlutils.hyper_opt.config import load_config
-    from aimlutils.hyper_opt.launchers.scheduler import batch_launcher
+    from aimlutils.hyper_opt.launchers import batch_launcher
 
     section = {**SLURM, "array": False, "throttle": None}
     hyper, model = study_files(gpu=True, sections={"slurm": section})

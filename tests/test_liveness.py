@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 
-from aimlutils.hyper_opt.liveness import Liveness, alive, process_is_gone
+from aimlutils.hyper_opt.coordination import Liveness, alive, process_is_gone
 
 
 def test_alive_matches_jobs_and_array_tasks():
@@ -60,17 +60,16 @@ def test_workers_of_a_study_share_one_queue_query_per_interval(tmp_path):
 def test_a_trial_no_worker_took_up_is_failed_after_a_while(tmp_path, monkeypatch):
     import optuna
 
-    from aimlutils.hyper_opt import study as study_lib
-    from aimlutils.hyper_opt.trial_record import RunningTrials
+    from aimlutils.hyper_opt.coordination import RunningTrials, recovery
 
     study = optuna.create_study()
     trial = study.ask()
     trial.suggest_float("x", 0, 1)
     owners = RunningTrials(tmp_path / "running")
     running = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
-    assert study_lib.fail_dead_trials(study, study._storage, running, owners, Liveness()) == []
-    monkeypatch.setattr(study_lib, "ORPHAN_AFTER_S", 0.0)
-    assert study_lib.fail_dead_trials(study, study._storage, running, owners, Liveness()) == [0]
+    assert recovery.fail_dead_trials(study, study._storage, running, owners, Liveness()) == []
+    monkeypatch.setattr(recovery, "ORPHAN_AFTER_S", 0.0)
+    assert recovery.fail_dead_trials(study, study._storage, running, owners, Liveness()) == [0]
     failed = study.trials[0]
     assert failed.state == optuna.trial.TrialState.FAIL
     assert "no worker took the trial up" in failed.user_attrs["record"]["fail_reason"]

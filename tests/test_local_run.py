@@ -16,8 +16,8 @@ import yaml
 from optuna.trial import TrialState
 
 from aimlutils.hyper_opt.config import load_config
+from aimlutils.hyper_opt.coordination import RunningTrials
 from aimlutils.hyper_opt.storage import open_storage
-from aimlutils.hyper_opt.trial_record import RunningTrials
 from tests.conftest import OBJECTIVE, run_optimize, service_url
 
 ROOT = Path(__file__).resolve().parents[1]

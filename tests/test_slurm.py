@@ -18,8 +18,8 @@ import yaml
 from optuna.trial import TrialState
 
 from aimlutils.hyper_opt.config import RunConfig, load_config
+from aimlutils.hyper_opt.coordination import RunningTrials
 from aimlutils.hyper_opt.storage import open_storage
-from aimlutils.hyper_opt.trial_record import RunningTrials
 from tests.conftest import ROOT, service_url
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster", "cancel_leftover_jobs")]

@@ -24,8 +24,8 @@ from typing import Any
 
 import optuna
 
+from aimlutils.hyper_opt.coordination.records import APPLIED_ATTR, write_record
 from aimlutils.hyper_opt.search_space import SearchSpace, suggest_from_spec
-from aimlutils.hyper_opt.trial_record import APPLIED_ATTR, write_record
 
 __all__ = ["BaseObjective", "TrialResultError", "optuna", "suggest_from_spec"]
 

@@ -1,6 +1,7 @@
 """``optimize.py``: run a study (the default), or look at / cancel one.
 
 optimize.py hyper.yml model.yml [key=value ...] [--local] [--workers N] [--reload] [--dry-run] [--export-csv]
+                                [--debug]
 optimize.py status hyper.yml [model.yml]
 optimize.py cancel hyper.yml [model.yml]
 optimize.py report hyper.yml [model.yml] [--style style.yml] [--top-k K]
@@ -53,6 +54,11 @@ def _run_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="print the job script and submit command; submit nothing"
     )
     parser.add_argument("--export-csv", action="store_true", help="rebuild trial_results.csv from the study")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="run one trial in this process and open the debugger (pdb) on its first exception",
+    )
     return parser
 
 

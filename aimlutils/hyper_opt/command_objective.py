@@ -45,8 +45,10 @@ from typing import IO, Any
 import optuna
 import yaml
 
+from aimlutils.hyper_opt._text import tail
 from aimlutils.hyper_opt.base_objective import BaseObjective, TrialResultError
 from aimlutils.hyper_opt.errors import Problem, format_value, join_path
+from aimlutils.hyper_opt.paths import StudyPaths
 
 #: Placeholders every command may use besides the parameter names.
 RESERVED = ("parameters", "config", "trial")
@@ -228,10 +230,10 @@ class CommandObjective(BaseObjective):
     ) -> None:
         BaseObjective.__init__(self, study, config, metric, device)
         self.spec = spec
-        self.save_path = save_path
+        self.paths = StudyPaths(save_path)
 
     def train(self, trial: optuna.trial.BaseTrial, conf: dict[str, Any]) -> Mapping[str, Any]:
-        folder = self.save_path / "trials" / str(trial.number)
+        folder = self.paths.trials / str(trial.number)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "metrics.json").unlink(missing_ok=True)  # left by an earlier run of this number
         config_path = folder / "model.yml"
@@ -311,7 +313,7 @@ def _run(
             reader.join(timeout=KILL_GRACE_S)
     if code != 0:
         how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
-        raise CommandFailed(f"{shlex.join(argv)} {how}; stderr ends:\n{_tail(folder / 'stderr.txt')}")
+        raise CommandFailed(f"{shlex.join(argv)} {how}; stderr ends:\n{_stderr_tail(folder)}")
     return last
 
 
@@ -390,10 +392,5 @@ def _group_alive(pgid: int) -> bool:
     return False
 
 
-def _tail(path: Path, lines: int = STDERR_TAIL_LINES) -> str:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return "(no stderr)"
-    kept = text.rstrip("\n").splitlines()[-lines:]
-    return "\n".join(kept) or "(stderr is empty)"
+def _stderr_tail(folder: Path) -> str:
+    return tail(folder / "stderr.txt", STDERR_TAIL_LINES, "(no stderr)", "(stderr is empty)")

@@ -6,8 +6,11 @@ import logging
 from pathlib import Path
 
 
-def configure_logging(log_file: Path | None, prefix: str = "", level: int = logging.INFO) -> None:
-    """Send the package's records to stderr and, when configured, append them to ``log_file``."""
+def configure_logging(
+    log_file: Path | None, prefix: str = "", level: int = logging.INFO, console_level: int = logging.NOTSET
+) -> None:
+    """Send the package's records to stderr (from ``console_level`` up) and, when configured,
+    append them to ``log_file``."""
     fmt = logging.Formatter(
         f"%(asctime)s %(levelname)s {prefix + ': ' if prefix else ''}%(name)s: %(message)s"
     )
@@ -16,6 +19,7 @@ def configure_logging(log_file: Path | None, prefix: str = "", level: int = logg
     root.handlers.clear()
     stream = logging.StreamHandler()
     stream.setFormatter(fmt)
+    stream.setLevel(console_level)
     root.addHandler(stream)
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)

@@ -44,15 +44,17 @@ def import_objective_module(path: Path) -> ModuleType:
     return module
 
 
-def build_objective(module: ModuleType, available: dict[str, Any]) -> BaseObjective:
-    """Instantiate ``module.Objective`` with the arguments its ``__init__`` names.
+def build_objective(source: ModuleType | type[BaseObjective], available: dict[str, Any]) -> BaseObjective:
+    """Instantiate ``source`` (an Objective class, or a module's ``Objective``) with the
+    arguments its ``__init__`` names.
 
     Both the original ``(study, config, metric, device)`` and echo-opt's ``(config, metric)``
     signatures work, because arguments are matched by name.
     """
-    cls = getattr(module, "Objective", None)
+    cls = getattr(source, "Objective", None) if isinstance(source, ModuleType) else source
     if not (inspect.isclass(cls) and issubclass(cls, BaseObjective)):
-        raise TypeError(f"{module.__file__} must define class Objective(BaseObjective)")
+        where = source.__file__ if isinstance(source, ModuleType) else repr(source)
+        raise TypeError(f"{where} must define class Objective(BaseObjective)")
     kwargs = {}
     for name, param in inspect.signature(cls.__init__).parameters.items():
         if name == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,8 @@ from optuna.trial import TrialState
 from rich.console import Console
 from rich.table import Table
 
-from aimlutils.hyper_opt.study import count, target_trial
+from aimlutils.hyper_opt._text import show
+from aimlutils.hyper_opt.coordination.budget import count, target_trial
 
 
 @dataclasses.dataclass(frozen=True)
@@ -100,7 +100,7 @@ def print_summary(
         table.add_column("parameter")
         table.add_column("value")
         for name, value in snap.best_params.items():
-            table.add_row(name, _show(value))
+            table.add_row(name, show(value))
         console.print(table)
     elif snap.pareto_size:
         table = Table(title=f"Pareto front ({snap.pareto_size} trials)")
@@ -109,13 +109,9 @@ def print_summary(
         table.add_column("parameters")
         for t in study.best_trials:
             values = ", ".join(f"{v:.6g}" for v in t.values)
-            table.add_row(str(t.number), values, ", ".join(f"{k}={_show(v)}" for k, v in t.params.items()))
+            table.add_row(str(t.number), values, ", ".join(f"{k}={show(v)}" for k, v in t.params.items()))
         console.print(table)
     else:
         console.print("No trial has completed yet.")
     for label, path in paths.items():
         console.print(f"{label}: {path}")
-
-
-def _show(value: Any) -> str:
-    return f"{value:.6g}" if isinstance(value, float) and math.isfinite(value) else str(value)

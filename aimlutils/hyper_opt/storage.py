@@ -22,7 +22,7 @@ from optuna.storages.journal import (
 )
 from optuna.storages.journal._storage import JournalOperation
 
-from aimlutils.hyper_opt.trial_record import RECORD_ATTR
+from aimlutils.hyper_opt.coordination.records import RECORD_ATTR
 
 logger = logging.getLogger(__name__)
 

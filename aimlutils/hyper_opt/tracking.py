@@ -27,8 +27,7 @@ import optuna
 from optuna.trial import TrialState
 
 from aimlutils.hyper_opt.config import RunConfig
-from aimlutils.hyper_opt.study import ClaimLock
-from aimlutils.hyper_opt.trial_record import RECORD_ATTR
+from aimlutils.hyper_opt.coordination import RECORD_ATTR, FileLock
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -61,7 +60,7 @@ def tracking_uri(cfg: RunConfig) -> str:
     section = cfg.schema.mlflow
     uri = section.tracking_uri if section is not None else None
     if uri is None:
-        return f"sqlite:///{cfg.save_path / 'mlruns' / 'mlflow.db'}"
+        return f"sqlite:///{cfg.paths.mlruns / 'mlflow.db'}"
     scheme, sep, rest = uri.partition(":///")
     if scheme == "sqlite" and sep and not rest.startswith("/"):
         return f"sqlite:///{cfg.save_path / rest}"
@@ -86,7 +85,7 @@ def study_run(cfg: RunConfig) -> tuple[MlflowClient, str, Run]:
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)  # also for the user's own mlflow.log_* calls in train
     cfg.save_path.mkdir(parents=True, exist_ok=True)
-    lock = ClaimLock(cfg.save_path / ".mlflow.lock")
+    lock = FileLock(cfg.paths.mlflow_lock)
     # Under the lock, so that workers starting together create the store's tables (the client
     # does, for a new SQLite file), one experiment and one study run.
     lock.acquire()
@@ -115,7 +114,7 @@ def _experiment(client: MlflowClient, cfg: RunConfig, uri: str) -> str:
     if experiment is None:
         # The default store keeps artifacts beside it, not in the directory a worker started in.
         default = cfg.schema.mlflow is None or cfg.schema.mlflow.tracking_uri is None
-        location = (cfg.save_path / "mlruns" / "artifacts").as_uri() if default else None
+        location = (cfg.paths.mlruns / "artifacts").as_uri() if default else None
         return client.create_experiment(name, artifact_location=location)
     if experiment.lifecycle_stage == "deleted":
         raise TrackingError(
@@ -243,7 +242,7 @@ def log_best(cfg: RunConfig, study: optuna.Study) -> str:
     from mlflow.entities import RunTag
 
     from aimlutils.hyper_opt import progress
-    from aimlutils.hyper_opt.trial_record import read_record
+    from aimlutils.hyper_opt.coordination import read_record
 
     client, _, parent = study_run(cfg)
     run_id = parent.info.run_id

@@ -16,186 +16,247 @@ import socket
 import sys
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import optuna
+from optuna.exceptions import ExperimentalWarning
+from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
+from aimlutils.hyper_opt import schedulers
 from aimlutils.hyper_opt import study as study_lib
 from aimlutils.hyper_opt.base_objective import BaseObjective
 from aimlutils.hyper_opt.command_objective import CommandObjective
 from aimlutils.hyper_opt.config import ConfigError, RunConfig, load_config
-from aimlutils.hyper_opt.launchers.scheduler import scheduler_queue
-from aimlutils.hyper_opt.liveness import Liveness
+from aimlutils.hyper_opt.coordination import (
+    FileLock,
+    Liveness,
+    ResultsCsv,
+    Room,
+    RunningTrials,
+    TrialBudget,
+    claim_trial,
+    requeue,
+    sweep_dead_trials,
+    trial_row,
+    write_record,
+)
 from aimlutils.hyper_opt.logs import configure_logging
 from aimlutils.hyper_opt.objective_loader import build_objective, import_objective_module
-from aimlutils.hyper_opt.results import ResultsCsv, trial_row
 from aimlutils.hyper_opt.storage import open_storage
-from aimlutils.hyper_opt.trial_record import RunningTrials, write_record
 
 logger = logging.getLogger(__name__)
 
-_JOB_ENV = ("SLURM_ARRAY_JOB_ID", "SLURM_JOB_ID", "PBS_JOBID")
 #: How often a worker looks for trials of dead workers while the study runs.
 SWEEP_INTERVAL_S = 60.0
 
 
-class BudgetTaken(Exception):
-    """Another worker claimed the last place in the budget first; this trial is not run."""
-
-
-def device_for(gpu: bool, environ: dict[str, str] | os._Environ[str] = os.environ) -> str:
+def device_for(gpu: bool, environ: Mapping[str, str] = os.environ) -> str:
     """``cuda:0`` when GPUs are wanted and this process was given one, else ``cpu``."""
     visible = environ.get("CUDA_VISIBLE_DEVICES", "").strip()
     return "cuda:0" if gpu and visible and visible not in ("-1", "NoDevFiles") else "cpu"
 
 
-def job_id(environ: dict[str, str] | os._Environ[str] = os.environ) -> str | None:
-    """The scheduler's id of the job this worker runs in (``123_4`` for an array task)."""
-    if environ.get("SLURM_ARRAY_JOB_ID"):
-        return f"{environ['SLURM_ARRAY_JOB_ID']}_{environ.get('SLURM_ARRAY_TASK_ID', '')}"
-    return next((environ[k] for k in _JOB_ENV[1:] if environ.get(k)), None)
+def worker_identity(index: int, environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
+    """Who runs a trial: stored with it, and read by others to tell whether this worker lives."""
+    job = schedulers.current_job(environ)
+    host = socket.gethostname()
+    return {
+        "worker": index,
+        "host": host,
+        "node": (job[1].node if job else None) or host,
+        "pid": os.getpid(),
+        "job_id": job[1].job_id if job else None,
+        "gpu": environ.get("CUDA_VISIBLE_DEVICES"),
+    }
+
+
+def _liveness(cfg: RunConfig, environ: Mapping[str, str]) -> Liveness:
+    """Workers in jobs ask their scheduler's queue about workers on other hosts; others cannot."""
+    job = schedulers.current_job(environ)
+    scheduler = job[0]() if job else None
+    return (
+        Liveness(scheduler.queue, cache=cfg.paths.queue_cache, job_alive=scheduler.job_alive)
+        if scheduler
+        else Liveness()
+    )
+
+
+def build_worker_objective(
+    cfg: RunConfig,
+    study: optuna.Study,
+    identity: dict[str, Any],
+    objective_class: type[BaseObjective] | None = None,
+) -> BaseObjective:
+    """The user's Objective (from ``objective.py``, a command, or ``objective_class``), set up."""
+    device = device_for(cfg.optuna.gpu)
+    metric: Any = cfg.metrics[0] if len(cfg.metrics) == 1 else list(cfg.metrics)
+    available = {"study": study, "config": cfg.model, "metric": metric, "device": device}
+    module = None
+    if objective_class is not None:
+        objective = build_objective(objective_class, available)
+    elif cfg.command is not None:
+        objective = CommandObjective(cfg.command, cfg.save_path, **available)
+    elif cfg.objective is not None:
+        module = import_objective_module(cfg.objective)
+        objective = build_objective(module, available)
+    else:  # the config checks make this unreachable
+        raise ValueError("optuna.objective: neither a file nor a command")
+    # hyper.yml decides the metric and the device, whatever the Objective's defaults say.
+    objective.metric, objective.device, objective.worker_index = metric, device, identity["worker"]
+    objective.worker_identity = identity
+    objective.search_space = cfg.space
+    objective.optuna_section = dict(cfg.hyper["optuna"])
+    objective.custom_updates = getattr(module, "custom_updates", None) if module else None
+    if cfg.schema.mlflow is not None:
+        from aimlutils.hyper_opt.tracking import TrialTracker  # MLflow only for studies that use it
+
+        objective.mlflow_run = TrialTracker(cfg, identity).trial_run
+    return objective
 
 
 class Worker:
-    """Runs trials one after another; see :class:`aimlutils.hyper_opt.study.TrialBudget`."""
+    """Runs trials one after another until the study's ``n_trials`` are done.
 
-    def __init__(self, cfg: RunConfig, index: int = 0, n_workers: int = 1, poll_s: float = 1.0) -> None:
+    Each trial is claimed (budget check, ask, owner file) under the study's claim lock
+    (:func:`~aimlutils.hyper_opt.coordination.claim_trial`), run, and told. ``max_trials`` stops
+    this worker sooner; ``reraise`` lets an objective's exception out once its trial is failed
+    (for a debugger).
+    """
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        index: int = 0,
+        n_workers: int = 1,
+        poll_s: float = 1.0,
+        objective_class: type[BaseObjective] | None = None,
+        max_trials: int | None = None,
+        reraise: bool = False,
+    ) -> None:
         self.cfg = cfg
-        self.index = index
         self.storage = open_storage(cfg.storage)
         self.study = study_lib.load(cfg, self.storage, n_workers, index)
-        self.budget = study_lib.TrialBudget(
-            self.study, self.storage, cfg.optuna.n_trials, self._recover, cfg.optuna.target
-        )
-        self.claim_lock = study_lib.ClaimLock(cfg.save_path / ".claim.lock")
-        self.running = RunningTrials(cfg.save_path / "running")
+        self._study_id = self.storage.get_study_id_from_name(self.study.study_name)
+        self.budget = TrialBudget(self.study, self.storage, cfg.optuna.n_trials, cfg.optuna.target)
+        self.claim_lock = FileLock(cfg.paths.claim_lock)
+        self.owners = RunningTrials.of(cfg.paths)
         self.csv = ResultsCsv(cfg.csv_path)
         self.poll_s = poll_s
-        self.identity = {
-            "worker": index,
-            "host": socket.gethostname(),
-            "node": os.environ.get("SLURMD_NODENAME") or socket.gethostname(),
-            "pid": os.getpid(),
-            "job_id": job_id(),
-            "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"),
-        }
-        queue = scheduler_queue(cfg) if self.identity["job_id"] else None
-        self.liveness = Liveness(queue, cache=cfg.save_path / ".queue.json")
+        self.max_trials = max_trials
+        self.reraise = reraise
+        self.identity = worker_identity(index)
+        self.liveness = _liveness(cfg, os.environ)
         self._swept = time.monotonic()
         self.job_end = job_end(os.environ.get("AIMLUTILS_JOB_END"))
         self._durations: list[float] = []
-        self.objective = self._build_objective()
-        # The trial this worker runs now (number, storage id), for its CSV row.
-        self._current: int | None = None
-        self._current_id = -1
-
-    def _build_objective(self) -> BaseObjective:
-        device = device_for(self.cfg.optuna.gpu)
-        metric: Any = self.cfg.metrics[0] if len(self.cfg.metrics) == 1 else list(self.cfg.metrics)
-        available = {"study": self.study, "config": self.cfg.model, "metric": metric, "device": device}
-        module = None
-        if self.cfg.command is not None:
-            objective: BaseObjective = CommandObjective(self.cfg.command, self.cfg.save_path, **available)
-        elif self.cfg.objective is not None:
-            module = import_objective_module(self.cfg.objective)
-            objective = build_objective(module, available)
-        # hyper.yml decides the metric and the device, whatever the Objective's defaults say.
-        objective.metric, objective.device, objective.worker_index = metric, device, self.index
-        objective.worker_identity = self.identity
-        objective.search_space = self.cfg.space
-        objective.optuna_section = dict(self.cfg.hyper["optuna"])
-        objective.custom_updates = getattr(module, "custom_updates", None) if module else None
-        if self.cfg.schema.mlflow is not None:
-            from aimlutils.hyper_opt.tracking import TrialTracker  # MLflow only for studies that use it
-
-            objective.mlflow_run = TrialTracker(self.cfg, self.identity).trial_run
-        return objective
+        self.objective = build_worker_objective(cfg, self.study, self.identity, objective_class)
 
     def run(self) -> int:
-        """Run trials until the budget is spent; returns how many this worker ran."""
+        """Run trials until the budget is spent (or ``max_trials``); returns how many this worker ran."""
         ran = 0
         try:
-            while not self._out_of_time() and StopSignal.signum is None:
-                self._sweep_now_and_then()
-                self.claim_lock.acquire()
-                if StopSignal.signum is not None:
+            while not self._should_stop(ran):
+                claimed = self._claim()
+                if claimed is Room.DONE:
                     break
-                room = self.budget.has_room()
-                if room is None:  # running trials fill the budget; one may still fail
-                    self.claim_lock.release()
+                if claimed is Room.WAIT:  # running trials fill the budget; one may still fail
+                    self._sweep()
                     time.sleep(self.poll_s)
                     continue
-                if not room:
-                    break
-                # _run_trial releases the lock as soon as the new trial exists.
-                started = time.monotonic()
-                self.study.optimize(self._run_trial, n_trials=1, catch=(Exception,))
-                self._durations.append(time.monotonic() - started)
-                self._record(self.storage.get_trial(self._current_id))
-                ran += 1
-        except KeyboardInterrupt:
-            # Optuna has already marked the running trial FAIL: give it its CSV row.
-            self._record_interrupted()
-            raise
+                if isinstance(claimed, optuna.Trial):
+                    self._run_trial(claimed)
+                    ran += 1
         finally:
-            self.claim_lock.release()
             self.csv.close()
         return ran
 
-    def _run_trial(self, trial: optuna.Trial) -> float | list[float]:
-        self._current, self._current_id = trial.number, trial._trial_id
-        self.running.mark(trial.number, self.identity)
-        self.claim_lock.release()
-        if not self.budget.admits(trial.number):
-            self._fail(trial, "not run: another worker took the last place in n_trials")
-            self._requeue_fixed_params(trial)
-            raise BudgetTaken(f"trial {trial.number} not run: n_trials is already taken")
+    def _should_stop(self, ran: int) -> bool:
+        stop = StopSignal.signum is not None or self._out_of_time()
+        return stop or (self.max_trials is not None and ran >= self.max_trials)
+
+    def _claim(self) -> optuna.Trial | Room | None:
+        """A new trial of this worker's, a :class:`Room` that says why not, or ``None`` to try again."""
+        if time.monotonic() - self._swept >= SWEEP_INTERVAL_S:
+            self._sweep()
+        if is_heartbeat_enabled(self.storage):
+            with warnings.catch_warnings():  # experimental in Optuna; chosen on purpose here
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                optuna.storages.fail_stale_trials(self.study)
+        claimed = claim_trial(self.study, self.budget, self.claim_lock, self.owners, self.identity)
+        if isinstance(claimed, optuna.Trial) and not self.budget.admits(claimed.number):
+            self._give_back(claimed)
+            return None
+        return claimed
+
+    def _give_back(self, trial: optuna.Trial) -> None:
+        """Another worker took the last place first (the claim lock did not hold): fail this
+        trial unrun, and queue its parameters again when they were queued ones."""
+        user_attrs = trial.user_attrs
+        fixed = self._fixed_params(trial.number)
+        self._fail(trial, "not run: another worker took the last place in n_trials")
+        if fixed:
+            self.study.enqueue_trial(fixed, user_attrs=user_attrs)
+        self._record(self.study.tell(trial, state=TrialState.FAIL))
+
+    def _trial_id(self, number: int) -> int:
+        return self.storage.get_trial_id_from_study_id_trial_number(self._study_id, number)
+
+    def _fixed_params(self, number: int) -> dict[str, Any] | None:
+        return self.storage.get_trial(self._trial_id(number)).system_attrs.get("fixed_params")
+
+    def _run_trial(self, trial: optuna.Trial) -> None:
+        started = time.monotonic()
         try:
-            with StopSignal.interruptible_section():
-                result = self.objective(trial)
-            if self.budget.target is not None:
-                # Held until this worker's next budget check: Optuna stores the value meanwhile,
-                # so no worker starts a trial between it reaching the target and the check.
-                self.claim_lock.acquire()
-            return result
+            with self._heartbeat(trial), StopSignal.interruptible_section():
+                values = self.objective(trial)
         except optuna.TrialPruned:
             write_record(trial, worker=self.identity)
-            raise
+            frozen = self.study.tell(trial, state=TrialState.PRUNED)
         except KeyboardInterrupt:
-            # Stopped, not wrong: its parameters get another run. Queued before Optuna marks the
-            # trial FAIL, since the scheduler may SIGKILL this process any moment now.
+            # Stopped, not wrong: its parameters get another run. Queued before the trial is
+            # failed, since the scheduler may SIGKILL this process any moment now.
             self._fail(trial, "interrupted (Ctrl-C or SIGTERM)")
-            study_lib.requeue(self.study, trial, self.cfg.optuna.max_retries)
+            requeue(self.study, trial, self.cfg.optuna.max_retries)
+            self._record(self.study.tell(trial, state=TrialState.FAIL))
             raise
         except Exception as err:
             self._fail(trial, f"{type(err).__name__}: {err}")
             logger.error("trial %d failed:\n%s", trial.number, traceback.format_exc())
-            raise
+            self._record(self.study.tell(trial, state=TrialState.FAIL))
+            if self.reraise:
+                raise
+            return
+        else:
+            frozen = self._tell(trial, values)
+        self._durations.append(time.monotonic() - started)
+        self._record(frozen)
+
+    @contextlib.contextmanager
+    def _heartbeat(self, trial: optuna.Trial) -> Iterator[None]:
+        """Optuna's own heartbeat thread for RDB storages, as ``study.optimize`` starts it."""
+        with get_heartbeat_thread(self._trial_id(trial.number), self.storage):
+            yield
+
+    def _tell(self, trial: optuna.Trial, values: float | Sequence[float]) -> FrozenTrial:
+        if self.budget.target is None:
+            return self.study.tell(trial, values)
+        # Under the claim lock, so no worker checks the budget between this value being stored
+        # and being counted: once it reaches the target, no trial starts after it.
+        with self.claim_lock:
+            return self.study.tell(trial, values)
 
     def _fail(self, trial: optuna.Trial, reason: str) -> None:
         write_record(trial, worker=self.identity, fail_reason=reason)
 
-    def _requeue_fixed_params(self, trial: optuna.Trial) -> None:
-        fixed = self.storage.get_trial_system_attrs(trial._trial_id).get("fixed_params")
-        if fixed:
-            self.study.enqueue_trial(fixed, user_attrs=dict(trial.user_attrs))
-
     def _record(self, trial: FrozenTrial) -> None:
-        self._current = None
-        self.running.clear(trial.number)
+        self.owners.clear(trial.number)
         self.csv.append(trial_row(trial))
         logger.info(
             "trial %d %s value=%s params=%s", trial.number, trial.state.name, trial.value, trial.params
         )
-
-    def _record_interrupted(self) -> None:
-        if self._current is None:
-            return
-        trial = self.storage.get_trial(self._current_id)
-        if trial.state == TrialState.FAIL:
-            self._record(trial)
 
     def _out_of_time(self) -> bool:
         """Whether the next trial would not finish before the job's end (with 10% + 30 s to spare)."""
@@ -209,19 +270,17 @@ class Worker:
         )
         return True
 
-    def _sweep_now_and_then(self) -> None:
-        """Once a minute, fail the trials of dead workers, so their places are not held to the end."""
-        if time.monotonic() - self._swept < SWEEP_INTERVAL_S:
-            return
+    def _sweep(self) -> None:
+        """Fail the trials of dead workers, so their places are not held to the end."""
         self._swept = time.monotonic()
-        self._recover(self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-
-    def _recover(self, running: list[FrozenTrial]) -> None:
-        dead = study_lib.fail_dead_trials(
-            self.study, self.storage, running, self.running, self.liveness, self.cfg.optuna.max_retries
+        sweep_dead_trials(
+            self.study,
+            self.storage,
+            self.owners,
+            self.liveness,
+            self.cfg.optuna.max_retries,
+            lambda trial: self.csv.append(trial_row(trial)),
         )
-        for number in dead:
-            self.csv.append(trial_row(self.study.get_trials(deepcopy=False)[number]))
 
 
 def job_end(value: str | None) -> float | None:

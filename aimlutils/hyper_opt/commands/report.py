@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
-from typing import Any
 
 import optuna
 from optuna.storages import BaseStorage
@@ -15,8 +13,10 @@ from rich.table import Table
 
 from aimlutils.hyper_opt import progress
 from aimlutils.hyper_opt import study as study_lib
+from aimlutils.hyper_opt._text import show
 from aimlutils.hyper_opt.commands.common import load_for_study, say
 from aimlutils.hyper_opt.config import CONFIG_ERROR_EXIT_CODE, RunConfig
+from aimlutils.hyper_opt.coordination import read_record
 from aimlutils.hyper_opt.report import (
     Report,
     load_style,
@@ -27,7 +27,6 @@ from aimlutils.hyper_opt.report import (
     write_report,
 )
 from aimlutils.hyper_opt.storage import open_storage, study_exists
-from aimlutils.hyper_opt.trial_record import read_record
 
 #: Exit code when the study does not exist.
 NO_STUDY_EXIT_CODE = 1
@@ -112,12 +111,12 @@ def _print_summary(console: Console, cfg: RunConfig, study: optuna.Study) -> Non
 def _print_best(console: Console, cfg: RunConfig, study: optuna.Study, top_k: int) -> None:
     if len(study.directions) == 1:
         best = study.best_trial
-        say(console, f"Best trial {best.number}: {cfg.metrics[0]} = {_show(best.value)}")
+        say(console, f"Best trial {best.number}: {cfg.metrics[0]} = {show(best.value)}")
         results = read_record(best).get("results") or {}
         others = {k: v for k, v in results.items() if k not in cfg.metrics}
         if others:
-            say(console, "  also returned: " + ", ".join(f"{k}={_show(v)}" for k, v in others.items()))
-        say(console, "  parameters: " + ", ".join(f"{k}={_show(v)}" for k, v in best.params.items()))
+            say(console, "  also returned: " + ", ".join(f"{k}={show(v)}" for k, v in others.items()))
+        say(console, "  parameters: " + ", ".join(f"{k}={show(v)}" for k, v in best.params.items()))
         title = f"Top {len(ranked(study, top_k))} trials by {cfg.metrics[0]}"
     else:
         front = study.best_trials
@@ -141,9 +140,9 @@ def _top_table(trials: list[FrozenTrial], cfg: RunConfig, title: str) -> Table:
             if t.datetime_start and t.datetime_complete
             else ""
         )
-        values = [_show(v) for v in t.values or []]
+        values = [show(v) for v in t.values or []]
         table.add_row(
-            str(rank), str(t.number), *values, duration, *[_show(t.params.get(p, "")) for p in params]
+            str(rank), str(t.number), *values, duration, *[show(t.params.get(p, "")) for p in params]
         )
     return table
 
@@ -162,7 +161,3 @@ def _print_files(console: Console, result: Report) -> None:
         say(console, f"Not drawn: {name}: {why}")
     for note in [*result.notes, *result.plots.notes]:
         say(console, f"Note: {note}")
-
-
-def _show(value: Any) -> str:
-    return f"{value:.6g}" if isinstance(value, float) and math.isfinite(value) else str(value)

@@ -1,38 +1,61 @@
-"""``optimize.py hyper.yml model.yml``: check, create or reload the study, start the workers."""
+"""``optimize.py hyper.yml model.yml``: check, create or reload the study, start the workers.
+
+In three steps a reader can follow: the checked config (:func:`prepare`), the plan made from it
+and the study as it stands (:func:`plan`, which decides and prints nothing), and the plan's
+execution (:func:`execute`).
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import logging
+import pdb
 import shutil
 import time
 from pathlib import Path
 
+import optuna
+from optuna.trial import TrialState
 from rich.console import Console
 
 from aimlutils.hyper_opt import grid, progress
 from aimlutils.hyper_opt import study as study_lib
 from aimlutils.hyper_opt.commands.common import say
 from aimlutils.hyper_opt.config import RunConfig, load_config
+from aimlutils.hyper_opt.coordination import ResultsCsv, recover_study, target_trial
 from aimlutils.hyper_opt.errors import CONFIG_ERROR_EXIT_CODE
-from aimlutils.hyper_opt.launchers import LocalLauncher, default_workers, visible_gpus
-from aimlutils.hyper_opt.launchers.batch import BatchLauncher, SubmitError
-from aimlutils.hyper_opt.launchers.scheduler import SUBMIT_PROGRAM, batch_launcher
+from aimlutils.hyper_opt.launchers import (
+    BatchLauncher,
+    LocalLauncher,
+    batch_launcher,
+    default_workers,
+    visible_gpus,
+)
 from aimlutils.hyper_opt.logs import configure_logging
-from aimlutils.hyper_opt.results import ResultsCsv
+from aimlutils.hyper_opt.schedulers import SubmitError
 from aimlutils.hyper_opt.storage import open_storage
 
 
-def _with_reload(cfg: RunConfig) -> RunConfig:
-    section = cfg.schema.optuna.model_copy(update={"reload": True})
-    hyper = dict(cfg.hyper)
-    hyper["optuna"] = {**hyper["optuna"], "reload": 1}
-    return dataclasses.replace(cfg, schema=cfg.schema.model_copy(update={"optuna": section}), hyper=hyper)
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What a run will do, decided from the config and the study as it stands."""
+
+    n_workers: int
+    """Workers to start (0: nothing to do)."""
+    remaining: int
+    """Trials still to finish, to reach ``n_trials``."""
+    notes: tuple[str, ...] = ()
+    """Said before anything starts."""
+    done_message: str | None = None
+    """Why nothing starts, when ``n_workers`` is 0."""
 
 
-def _with_grid_budget(cfg: RunConfig, console: Console) -> RunConfig:
-    """Say how many grid points there are, and cap ``n_trials`` at that: a grid has no more."""
+def prepare(args: argparse.Namespace, console: Console) -> RunConfig:
+    """The checked config of this run: overrides, ``--reload``, and a grid's own budget applied."""
+    cfg = load_config(args.hyper, args.model, overrides=args.overrides)
+    if args.reload:
+        cfg = cfg.with_optuna(reload=True)
     if not grid.is_grid(cfg.optuna.sampler):
         return cfg
     n = len(grid.combinations(grid.with_grid(cfg.optuna.sampler or {}, cfg.space)))
@@ -40,24 +63,121 @@ def _with_grid_budget(cfg: RunConfig, console: Console) -> RunConfig:
     if cfg.optuna.n_trials <= n:
         return cfg
     say(console, f"optuna.n_trials is {cfg.optuna.n_trials}, more than the grid has: running {n} trials")
-    section = cfg.schema.optuna.model_copy(update={"n_trials": n})
-    hyper = dict(cfg.hyper)
-    hyper["optuna"] = {**hyper["optuna"], "n_trials": n}  # the copy workers read
-    return dataclasses.replace(cfg, schema=cfg.schema.model_copy(update={"optuna": section}), hyper=hyper)
+    return cfg.with_optuna(n_trials=n)
 
 
-def _pick_launcher(cfg: RunConfig, args: argparse.Namespace) -> tuple[BatchLauncher | None, str | None]:
-    """The batch launcher (or ``None`` for local workers), or a problem that stops the run."""
-    if args.local or cfg.scheduler is None:
-        return None, None
-    name, _ = cfg.scheduler
-    program = SUBMIT_PROGRAM[name]
-    if shutil.which(program) is None and not args.dry_run:
-        return None, (
-            f"hyper.yml has a {name} section but {program} is not on PATH: run optimize.py on the "
-            "cluster's login node, or add --local to run the workers on this machine"
+def missing_submit_program(cfg: RunConfig, launcher: BatchLauncher) -> str | None:
+    program = launcher.scheduler.submit_program
+    if shutil.which(program) is not None:
+        return None
+    return (
+        f"hyper.yml has a {launcher.scheduler.name} section but {program} is not on PATH: run "
+        "optimize.py on the cluster's login node, or add --local to run the workers on this machine"
+    )
+
+
+def plan(cfg: RunConfig, study: optuna.Study, launcher: BatchLauncher | None, wanted: int) -> Plan:
+    """How many workers to start for the trials left; ``wanted`` is what the user asked for."""
+    snap = progress.snapshot(study, cfg.optuna.n_trials)
+    remaining = cfg.optuna.n_trials - snap.done
+    if remaining <= 0 or target_trial(study, cfg.optuna.target) is not None:
+        return Plan(
+            0,
+            remaining,
+            done_message=f"Study {cfg.study_name!r} already has {snap.done} of {cfg.optuna.n_trials} trials.",
         )
-    return batch_launcher(cfg), None
+    # Trials still running in live jobs will finish; more workers than places left would idle.
+    useful = remaining - snap.counts[TrialState.RUNNING] if launcher else remaining
+    if useful <= 0:
+        return Plan(
+            0,
+            remaining,
+            done_message=f"All {remaining} remaining trials are running in live jobs; nothing to submit.",
+        )
+    n_workers = min(wanted, useful)
+    notes = []
+    unplaced = cfg.space.unplaced(cfg.model)
+    if unplaced and cfg.command is None:  # a command gets every parameter on its command line
+        notes.append(
+            f"Not in the model config, left to custom_updates: {', '.join(p.name for p in unplaced)}"
+        )
+    if cfg.storage.kind == "sqlite" and n_workers > 1:
+        notes.append(
+            f"Warning: SQLite ({cfg.storage}) with {n_workers} workers: SQLite locks badly under many "
+            "writers and is unsafe on network file systems; prefer the default journal file, "
+            "PostgreSQL or MySQL for parallel studies."
+        )
+    return Plan(n_workers, remaining, tuple(notes))
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    cfg = prepare(args, console)
+    launcher = None if args.local else batch_launcher(cfg)
+    if launcher is not None and args.dry_run:
+        return dry_run(launcher, console)
+    if launcher is not None and (problem := missing_submit_program(cfg, launcher)):
+        say(console, problem)
+        return CONFIG_ERROR_EXIT_CODE
+    cfg.save_path.mkdir(parents=True, exist_ok=True)
+    configure_logging(cfg.log_file, prefix="optimize", console_level=logging.WARNING)  # progress shows
+    storage = open_storage(cfg.storage)
+    if args.export_csv:
+        return export_csv(cfg, storage, console)
+    gpus = visible_gpus() if launcher is None else []
+    wanted = (
+        launcher.section.jobs * launcher.workers_per_job
+        if launcher
+        else (args.workers or default_workers(cfg.optuna.gpu, gpus))
+    )
+    try:
+        study, reloaded = study_lib.create_or_load(cfg, storage, wanted)
+    except study_lib.StudyExistsError as err:
+        say(console, str(err))
+        return CONFIG_ERROR_EXIT_CODE
+    if reloaded:
+        queue = launcher.scheduler.queue if launcher else None
+        recovered = recover_study(study, storage, cfg.paths, queue, cfg.optuna.max_retries)
+        if recovered:
+            say(
+                console,
+                f"Trials {recovered} were RUNNING with no live worker: marked FAIL, parameters queued again.",
+            )
+    if args.debug:
+        return debug_one_trial(cfg, console)
+    return execute(cfg, study, plan(cfg, study, launcher, wanted), launcher, reloaded, console)
+
+
+def execute(
+    cfg: RunConfig,
+    study: optuna.Study,
+    the_plan: Plan,
+    launcher: BatchLauncher | None,
+    reloaded: bool,
+    console: Console,
+) -> int:
+    """Start the plan's workers: submit their jobs, or run them here and wait."""
+    paths: dict[str, Path | str] = {"results": cfg.csv_path, "storage": str(cfg.storage)}
+    if the_plan.done_message:
+        say(console, the_plan.done_message)
+        if the_plan.remaining <= 0 or target_trial(study, cfg.optuna.target) is not None:
+            progress.print_summary(console, study, cfg.optuna.n_trials, paths, cfg.optuna.target)
+        return 0
+    for note in the_plan.notes:
+        say(console, note)
+    verb = "Continuing" if reloaded else "Starting"
+    if launcher is not None:
+        return _submit(cfg, launcher, the_plan, verb, console)
+    gpus = visible_gpus()
+    say(
+        console,
+        f"{verb} study {cfg.study_name!r}: {the_plan.remaining} trials to go, "
+        f"{the_plan.n_workers} local workers"
+        + (f" on GPUs {', '.join(gpus)}" if cfg.optuna.gpu and gpus else ""),
+    )
+    code = LocalLauncher(cfg, console).launch(the_plan.n_workers)
+    if code != 130:
+        progress.print_summary(console, study, cfg.optuna.n_trials, paths, cfg.optuna.target)
+    return code
 
 
 def dry_run(launcher: BatchLauncher, console: Console) -> int:
@@ -70,97 +190,42 @@ def dry_run(launcher: BatchLauncher, console: Console) -> int:
     return 0
 
 
-def run(args: argparse.Namespace, console: Console) -> int:
-    cfg = load_config(args.hyper, args.model, overrides=args.overrides)
-    if args.reload:
-        cfg = _with_reload(cfg)
-    cfg = _with_grid_budget(cfg, console)
-    launcher, problem = _pick_launcher(cfg, args)
-    if problem:
-        say(console, problem)
-        return CONFIG_ERROR_EXIT_CODE
-    if launcher is not None and args.dry_run:
-        return dry_run(launcher, console)
-    cfg.save_path.mkdir(parents=True, exist_ok=True)
-    configure_logging(cfg.log_file, prefix="optimize")
-    logging.getLogger("aimlutils").handlers[0].setLevel(logging.WARNING)  # the terminal shows progress
-    storage = open_storage(cfg.storage)
-    if args.export_csv:
-        with ResultsCsv(cfg.csv_path) as out:
-            rows = out.export(study_lib.load(cfg, storage, 1))
-        say(console, f"wrote {rows} rows to {cfg.csv_path}")
-        return 0
-    unplaced = cfg.space.unplaced(cfg.model)
-    if unplaced and cfg.command is None:  # a command gets every parameter on its command line
-        say(
-            console, f"Not in the model config, left to custom_updates: {', '.join(p.name for p in unplaced)}"
-        )
-    gpus = visible_gpus() if launcher is None else []
-    if launcher is not None:
-        n_workers = launcher.section.jobs * launcher.workers_per_job
-    else:
-        n_workers = args.workers or default_workers(cfg.optuna.gpu, gpus)
+def export_csv(cfg: RunConfig, storage: optuna.storages.BaseStorage, console: Console) -> int:
+    """``--export-csv``: rebuild ``trial_results.csv`` from the study; nothing runs."""
+    with ResultsCsv(cfg.csv_path) as out:
+        rows = out.export(study_lib.load(cfg, storage, 1))
+    say(console, f"wrote {rows} rows to {cfg.csv_path}")
+    return 0
+
+
+def debug_one_trial(cfg: RunConfig, console: Console) -> int:
+    """``--debug``: one trial in this process; the debugger opens on its first exception."""
+    from aimlutils.hyper_opt.worker import Worker  # the user's training stack loads only here
+
+    say(console, f"Debugging one trial of study {cfg.study_name!r} in this process")
     try:
-        study, reloaded = study_lib.create_or_load(cfg, storage, n_workers)
-    except study_lib.StudyExistsError as err:
-        say(console, str(err))
-        return CONFIG_ERROR_EXIT_CODE
-    if reloaded:
-        recovered = study_lib.sweep_dead_trials(cfg, study, storage, launcher.queue if launcher else None)
-        if recovered:
-            say(
-                console,
-                f"Trials {recovered} were RUNNING with no live worker: marked FAIL, parameters queued again.",
-            )
-    snap = progress.snapshot(study, cfg.optuna.n_trials)
-    remaining = cfg.optuna.n_trials - snap.done
-    paths: dict[str, Path | str] = {"results": cfg.csv_path, "storage": str(cfg.storage)}
-    if remaining <= 0 or study_lib.target_trial(study, cfg.optuna.target) is not None:
-        say(console, f"Study {cfg.study_name!r} already has {snap.done} of {cfg.optuna.n_trials} trials.")
-        progress.print_summary(console, study, cfg.optuna.n_trials, paths, cfg.optuna.target)
-        return 0
-    # Trials still running in live jobs will finish; more workers than places left would idle.
-    useful = remaining - snap.counts[study_lib.TrialState.RUNNING] if launcher else remaining
-    if useful <= 0:
-        say(console, f"All {remaining} remaining trials are running in live jobs; nothing to submit.")
-        return 0
-    n_workers = min(n_workers, useful)
-    if cfg.storage.kind == "sqlite" and n_workers > 1:
-        say(
-            console,
-            f"Warning: SQLite ({cfg.storage}) with {n_workers} workers: SQLite locks badly under many "
-            "writers and is unsafe on network file systems; prefer the default journal file, "
-            "PostgreSQL or MySQL for parallel studies.",
-        )
-    verb = "Continuing" if reloaded else "Starting"
-    if launcher is not None:
-        return _submit(cfg, launcher, n_workers, remaining, verb, console)
-    say(
-        console,
-        f"{verb} study {cfg.study_name!r}: {remaining} trials to go, {n_workers} local workers"
-        + (f" on GPUs {', '.join(gpus)}" if cfg.optuna.gpu and gpus else ""),
-    )
-    code = LocalLauncher(cfg, console).launch(n_workers)
-    if code != 130:
-        progress.print_summary(console, study, cfg.optuna.n_trials, paths, cfg.optuna.target)
-    return code
+        ran = Worker(cfg, max_trials=1, reraise=True).run()
+    except Exception as err:
+        say(console, f"The trial failed with {type(err).__name__}: {err}; opening the debugger")
+        pdb.post_mortem(err.__traceback__)
+        return 1
+    say(console, f"Ran {ran} trial(s) without an error.")
+    return 0
 
 
-def _submit(
-    cfg: RunConfig, launcher: BatchLauncher, n_workers: int, remaining: int, verb: str, console: Console
-) -> int:
+def _submit(cfg: RunConfig, launcher: BatchLauncher, the_plan: Plan, verb: str, console: Console) -> int:
     started = time.perf_counter()
     try:
-        launcher.launch(n_workers)
+        launcher.launch(the_plan.n_workers)
     except SubmitError as err:
         say(console, f"Submitting failed, nothing was submitted after it:\n{err}")
         return 1
-    jobs = launcher.jobs_for(n_workers)
+    jobs = launcher.jobs_for(the_plan.n_workers)
     ids = ", ".join(r.job_id for r in launcher.submitted)
     say(
         console,
-        f"{verb} study {cfg.study_name!r}: {remaining} trials to go. Submitted {jobs} job(s) of "
+        f"{verb} study {cfg.study_name!r}: {the_plan.remaining} trials to go. Submitted {jobs} job(s) of "
         f"{launcher.workers_per_job} worker(s) in {time.perf_counter() - started:.2f} s: {ids}",
     )
-    say(console, f"Follow it with: python optimize.py status {cfg.save_path / 'configs' / 'hyper.yml'}")
+    say(console, f"Follow it with: python optimize.py status {cfg.paths.hyper_copy}")
     return 0

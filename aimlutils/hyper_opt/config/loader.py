@@ -6,7 +6,6 @@ started or submitted.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import typing
 from collections.abc import Mapping, Sequence
@@ -16,10 +15,10 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from aimlutils.hyper_opt import grid, samplers
-from aimlutils.hyper_opt.command_objective import CommandSpec, check_command_section
-from aimlutils.hyper_opt.config.scheduler import check_scheduler
-from aimlutils.hyper_opt.config.schema import HyperConfigSchema, OptunaSection, SchedulerSection
+from aimlutils.hyper_opt import grid, samplers, schedulers
+from aimlutils.hyper_opt.command_objective import check_command_section
+from aimlutils.hyper_opt.config.run_config import RunConfig, schema_model
+from aimlutils.hyper_opt.config.schema import HyperConfigSchema, OptunaSection
 from aimlutils.hyper_opt.errors import (
     ConfigError,
     Problem,
@@ -32,43 +31,6 @@ from aimlutils.hyper_opt.search_space import SearchSpace
 from aimlutils.hyper_opt.search_space.markers import has_markers, parameters_from_markers
 from aimlutils.hyper_opt.search_space.overrides import apply_overrides
 from aimlutils.hyper_opt.storage import StorageSpec, missing_driver, parse_storage
-
-
-@dataclasses.dataclass(frozen=True)
-class RunConfig:
-    """A checked configuration with absolute paths, as launchers and workers use it."""
-
-    hyper: dict[str, Any]
-    """``hyper.yml`` as written, with its paths made absolute."""
-    model: dict[str, Any]
-    schema: HyperConfigSchema
-    study_name: str
-    save_path: Path
-    objective: Path | None
-    """``objective.py``; ``None`` when the objective is a command."""
-    metrics: tuple[str, ...]
-    directions: tuple[str, ...]
-    storage: StorageSpec
-    space: SearchSpace
-    log_file: Path | None
-    command: CommandSpec | None = None
-    """The command to run per trial, when ``optuna.objective`` is a mapping."""
-
-    @property
-    def optuna(self) -> OptunaSection:
-        return self.schema.optuna
-
-    @property
-    def scheduler(self) -> tuple[str, SchedulerSection] | None:
-        for name in ("slurm", "pbs"):
-            section = getattr(self.schema, name)
-            if section is not None:
-                return name, section
-        return None
-
-    @property
-    def csv_path(self) -> Path:
-        return self.save_path / "trial_results.csv"
 
 
 def read_yaml(path: str | os.PathLike[str], label: str) -> dict[str, Any]:
@@ -94,6 +56,7 @@ def load_config(
     model_path: str | os.PathLike[str] | None,
     base_dir: Path | None = None,
     overrides: Sequence[str] = (),
+    objective_given: bool = False,
 ) -> RunConfig:
     """Read and check both files; relative paths are taken from ``base_dir`` (default: cwd).
 
@@ -110,56 +73,57 @@ def load_config(
         problems = apply_overrides(hyper, model, overrides)
         if problems:
             raise ConfigError(problems, "the command line")
-    return check_config(hyper, model, Path(base_dir or Path.cwd()), Path(hyper_path).parent)
+    return check_config(hyper, model, Path(base_dir or Path.cwd()), Path(hyper_path).parent, objective_given)
 
 
 def check_config(
-    hyper: dict[str, Any], model: dict[str, Any], base_dir: Path, hyper_dir: Path | None = None
+    hyper: dict[str, Any],
+    model: dict[str, Any],
+    base_dir: Path,
+    hyper_dir: Path | None = None,
+    objective_given: bool = False,
 ) -> RunConfig:
-    """Check a parsed ``hyper.yml`` against itself and the model config."""
+    """Check a parsed ``hyper.yml`` against itself and the model config.
+
+    ``objective_given``: the caller brings its own Objective class, so ``optuna.objective`` may
+    be left out (it is then not used).
+    """
     problems: list[Problem] = []
     schema: HyperConfigSchema | None = None
     try:
-        schema = HyperConfigSchema.model_validate(hyper)
+        schema = schema_model().model_validate(hyper)
     except ValidationError as err:
         problems += pydantic_problems(err, allowed_keys=_allowed_keys, data=hyper)
     optuna_raw: Mapping[str, Any] = hyper["optuna"] if isinstance(hyper.get("optuna"), Mapping) else {}
+    section = _valid_optuna(optuna_raw)
     problems += _check_names(hyper, optuna_raw)
-    problems += _check_metrics(optuna_raw)
+    problems += _check_metrics(section)
     save_path, found = _save_path(hyper, optuna_raw, base_dir)
     problems += found
-    objective, found = _objective_path(optuna_raw.get("objective"), base_dir, hyper_dir)
+    # Without an optuna section the schema already says that it is missing.
+    needs_one = not objective_given and isinstance(hyper.get("optuna"), Mapping)
+    objective, found = _objective_path(optuna_raw.get("objective"), base_dir, hyper_dir, not needs_one)
     problems += found
     space, found = _search_space(optuna_raw, model)
     problems += found
     command, found = check_command_section(optuna_raw.get("objective"), space.distributions)
     problems += found
     problems += _check_sampler_and_pruner(optuna_raw, space)
-    problems += _check_target(optuna_raw)
+    problems += _check_target(section)
     problems += _check_enqueue(optuna_raw, space)
     storage, found = _storage(optuna_raw, save_path or base_dir, base_dir)
     problems += found
-    for name in ("slurm", "pbs"):
-        if isinstance(hyper.get(name), Mapping):
-            problems += check_scheduler(name, hyper[name], optuna_raw.get("gpu") is True)
-    if isinstance(hyper.get("slurm"), Mapping) and isinstance(hyper.get("pbs"), Mapping):
-        problems.append(
-            Problem("pbs", "both slurm and pbs sections are given; keep the one your cluster runs")
-        )
-    no_objective = objective is None and command is None
+    problems += _check_schedulers(hyper, optuna_raw.get("gpu") is True)
+    no_objective = objective is None and command is None and not objective_given
     if problems or schema is None or save_path is None or no_objective or storage is None:
         # Marker problems are key paths of model.yml; say so when there may be some.
         raise ConfigError(problems, "hyper.yml / model.yml" if has_markers(model) else "hyper.yml")
     log_file = _log_file(schema, save_path, base_dir)
     return RunConfig(
-        hyper=_absolute_hyper(hyper, save_path, objective, storage, log_file),
         model=model,
-        schema=schema,
-        study_name=str(optuna_raw.get("study_name") or optuna_raw.get("name")),
+        schema=_with_absolute_paths(schema, save_path, objective, storage, log_file),
         save_path=save_path,
         objective=objective,
-        metrics=tuple(_as_list(optuna_raw.get("metric", "val_loss"))),
-        directions=tuple(_as_list(optuna_raw.get("direction", "minimize"))),
         storage=storage,
         space=space,
         log_file=log_file,
@@ -167,9 +131,31 @@ def check_config(
     )
 
 
+def _valid_optuna(optuna_raw: Mapping[str, Any]) -> OptunaSection | None:
+    """The ``optuna`` section when it is valid by itself, for the checks across its keys."""
+    try:
+        return OptunaSection.model_validate(optuna_raw)
+    except ValidationError:
+        return None  # the whole schema's validation reports why
+
+
+def _check_schedulers(hyper: Mapping[str, Any], gpu: bool) -> list[Problem]:
+    given = [name for name in schedulers.names() if isinstance(hyper.get(name), Mapping)]
+    problems = [p for name in given for p in schedulers.get(name).check_section(hyper[name], gpu)]
+    if len(given) > 1:
+        problems.append(
+            Problem(
+                given[-1],
+                f"{'both ' if len(given) == 2 else ''}{' and '.join(given)} sections are given; "
+                "keep the one your cluster runs",
+            )
+        )
+    return problems
+
+
 def _allowed_keys(loc: tuple[Any, ...]) -> Sequence[str]:
     """The keys a schema model allows at ``loc``, found by walking the models' annotations."""
-    model: type[BaseModel] | None = HyperConfigSchema
+    model: type[BaseModel] | None = schema_model()
     for key in loc:
         field = model.model_fields.get(key) if model is not None else None
         if field is None:
@@ -183,10 +169,6 @@ def _allowed_keys(loc: tuple[Any, ...]) -> Sequence[str]:
             None,
         )
     return list(model.model_fields) if model is not None else []
-
-
-def _as_list(value: Any) -> list[Any]:
-    return list(value) if isinstance(value, list) else [value]
 
 
 def _check_names(hyper: Mapping[str, Any], optuna_raw: Mapping[str, Any]) -> list[Problem]:
@@ -203,9 +185,10 @@ def _check_names(hyper: Mapping[str, Any], optuna_raw: Mapping[str, Any]) -> lis
     return []
 
 
-def _check_metrics(optuna_raw: Mapping[str, Any]) -> list[Problem]:
-    metrics = _as_list(optuna_raw.get("metric", "val_loss"))
-    directions = _as_list(optuna_raw.get("direction", "minimize"))
+def _check_metrics(section: OptunaSection | None) -> list[Problem]:
+    if section is None:
+        return []
+    metrics, directions = list(section.metrics), list(section.directions)
     if len(metrics) != len(directions):
         return [
             Problem(
@@ -214,7 +197,7 @@ def _check_metrics(optuna_raw: Mapping[str, Any]) -> list[Problem]:
                 f"{metrics}; give one direction per metric",
             )
         ]
-    if len(set(map(str, metrics))) != len(metrics):
+    if len(set(metrics)) != len(metrics):
         return [Problem("optuna.metric", f"got {metrics}; each metric may appear once")]
     return []
 
@@ -242,9 +225,17 @@ def _absolute(path: str, base_dir: Path) -> Path:
     return expanded if expanded.is_absolute() else (base_dir / expanded).resolve()
 
 
-def _objective_path(value: Any, base_dir: Path, hyper_dir: Path | None) -> tuple[Path | None, list[Problem]]:
-    if not isinstance(value, str):
-        return None, []  # missing or wrong type: the schema reports it
+def _objective_path(
+    value: Any, base_dir: Path, hyper_dir: Path | None, objective_given: bool
+) -> tuple[Path | None, list[Problem]]:
+    if value is None and not objective_given:
+        return None, [
+            Problem(
+                "optuna.objective", "required key is missing; the path of objective.py, or a command mapping"
+            )
+        ]
+    if not isinstance(value, str) or objective_given:
+        return None, []  # a command mapping, or a wrong type the schema reports
     candidates = [_absolute(value, base_dir)]
     if hyper_dir is not None and not Path(value).is_absolute():
         candidates.append(_absolute(value, hyper_dir.resolve()))
@@ -294,17 +285,16 @@ def _check_sampler_and_pruner(optuna_raw: Mapping[str, Any], space: SearchSpace)
     return problems
 
 
-def _check_target(optuna_raw: Mapping[str, Any]) -> list[Problem]:
-    target, metrics = optuna_raw.get("target"), _as_list(optuna_raw.get("metric", "val_loss"))
-    if target is not None and len(metrics) > 1:
-        return [
-            Problem(
-                "optuna.target",
-                f"got {format_value(target)} with {len(metrics)} metrics {metrics}; a target needs "
-                "a single metric (remove target or keep one metric)",
-            )
-        ]
-    return []
+def _check_target(section: OptunaSection | None) -> list[Problem]:
+    if section is None or section.target is None or len(section.metrics) == 1:
+        return []
+    return [
+        Problem(
+            "optuna.target",
+            f"got {format_value(section.target)} with {len(section.metrics)} metrics "
+            f"{list(section.metrics)}; a target needs a single metric (remove target or keep one metric)",
+        )
+    ]
 
 
 def _check_enqueue(optuna_raw: Mapping[str, Any], space: SearchSpace) -> list[Problem]:
@@ -355,21 +345,21 @@ def _log_file(schema: HyperConfigSchema, save_path: Path, base_dir: Path) -> Pat
     return None
 
 
-def _absolute_hyper(
-    hyper: dict[str, Any],
+def _with_absolute_paths(
+    schema: HyperConfigSchema,
     save_path: Path,
     objective: Path | None,
     storage: StorageSpec,
     log_file: Path | None,
-) -> dict[str, Any]:
-    """``hyper.yml`` with its paths absolute, for workers that may start in another directory."""
-    out = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in hyper.items()}
+) -> HyperConfigSchema:
+    """The schema with its paths absolute, for workers that may start in another directory."""
+    data = schema.model_dump(exclude_unset=True)
+    data.pop("save_path", None)
+    optuna = data["optuna"]
+    optuna.pop("storage_type", None)
+    optuna.update(save_path=str(save_path), storage=storage.location)
     if objective is not None:  # a command runs in the trial's directory, whatever its paths
-        out["optuna"]["objective"] = str(objective)
-    out["optuna"]["save_path"] = str(save_path)
-    out.pop("save_path", None)
-    out["optuna"]["storage"] = storage.location
-    out["optuna"].pop("storage_type", None)
+        optuna["objective"] = str(objective)
     if log_file is not None:
-        out["log"] = {"save_path": str(log_file)}
-    return out
+        data["log"] = {"save_path": str(log_file)}
+    return type(schema).model_validate(data)

@@ -6,10 +6,11 @@ config) are checked in :mod:`aimlutils.hyper_opt.config.loader`, which reports e
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 from pydantic_core import PydanticCustomError
 
 Direction = Literal["minimize", "maximize"]
@@ -32,7 +33,8 @@ class OptunaSection(_Section):
     study_name: str | None = None
     reload: bool = False
     # A path to objective.py, or a command mapping checked by aimlutils.hyper_opt.command_objective.
-    objective: str | dict[str, Any]
+    # Required unless the Python API is given an Objective class (the loader checks).
+    objective: str | dict[str, Any] | None = None
     metric: str | list[str] = "val_loss"
     direction: Direction | list[Direction] = "minimize"
     n_trials: int = Field(ge=1)
@@ -49,9 +51,22 @@ class OptunaSection(_Section):
     # The study ends once a trial reaches this value of the metric (in its direction).
     target: float | None = None
 
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return tuple(self.metric) if isinstance(self.metric, list) else (self.metric,)
+
+    @property
+    def directions(self) -> tuple[str, ...]:
+        return tuple(self.direction) if isinstance(self.direction, list) else (self.direction,)
+
+    @property
+    def study_name_given(self) -> str:
+        """``name`` or its synonym ``study_name`` (the loader checks that one is given)."""
+        return str(self.study_name or self.name)
+
 
 class SchedulerSection(_Section):
-    """``slurm`` / ``pbs``: how many jobs to submit and the options of each."""
+    """A scheduler's section (``slurm``, ``pbs``, ...): how many jobs to submit and the options of each."""
 
     jobs: int = Field(default=1, ge=1)
     batch: dict[str, Any] = Field(default_factory=dict)
@@ -86,11 +101,33 @@ class MlflowSection(_Section):
 
 
 class HyperConfigSchema(_Section):
-    """The whole ``hyper.yml``."""
+    """The whole ``hyper.yml``; :func:`hyper_schema` adds a section per known scheduler."""
 
     log: LogSection | bool | None = None
     save_path: str | None = None
-    slurm: SchedulerSection | None = None
-    pbs: SchedulerSection | None = None
     mlflow: MlflowSection | None = None
     optuna: OptunaSection
+
+    def scheduler_section(self, name: str) -> SchedulerSection | None:
+        value = getattr(self, name, None)
+        return value if isinstance(value, SchedulerSection) else None
+
+
+def hyper_schema(schedulers: tuple[tuple[str, type[SchedulerSection]], ...]) -> type[HyperConfigSchema]:
+    """The ``hyper.yml`` model with one optional section per ``(name, section model)``.
+
+    Sections come after ``save_path``, in registry order, so messages list keys as users wrote them.
+    """
+    return _hyper_schema(schedulers)
+
+
+@functools.cache
+def _hyper_schema(schedulers: tuple[tuple[str, type[SchedulerSection]], ...]) -> type[HyperConfigSchema]:
+    fields: dict[str, Any] = {
+        "log": (LogSection | bool | None, None),
+        "save_path": (str | None, None),
+        **{name: (model | None, None) for name, model in schedulers},
+        "mlflow": (MlflowSection | None, None),
+        "optuna": (OptunaSection, ...),
+    }
+    return create_model("HyperConfigSchema", __base__=HyperConfigSchema, **fields)

@@ -1,13 +1,25 @@
-"""Launchers start workers: local processes here; schedulers in their own modules."""
+"""Launchers start workers: local processes, or batch jobs of a scheduler."""
 
 from aimlutils.hyper_opt.launchers.base import Launcher, WorkerCommand, save_run_configs
+from aimlutils.hyper_opt.launchers.batch import (
+    BatchLauncher,
+    JobRecord,
+    batch_launcher,
+    read_jobs,
+    scheduler_for,
+)
 from aimlutils.hyper_opt.launchers.local import LocalLauncher, default_workers, visible_gpus
 
 __all__ = [
+    "BatchLauncher",
+    "JobRecord",
     "Launcher",
     "LocalLauncher",
     "WorkerCommand",
+    "batch_launcher",
     "default_workers",
+    "read_jobs",
     "save_run_configs",
+    "scheduler_for",
     "visible_gpus",
 ]

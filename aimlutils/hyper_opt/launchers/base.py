@@ -4,24 +4,31 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import shlex
 import sys
 from pathlib import Path
 
 import yaml
 
 from aimlutils.hyper_opt.config import RunConfig
+from aimlutils.hyper_opt.paths import StudyPaths
 
 
 @dataclasses.dataclass(frozen=True)
 class WorkerCommand:
-    """How a worker is started: the copies of the configs it reads, and its index."""
+    """How a worker is started: the copies of the configs it reads, its index and the worker count."""
 
     hyper: Path
     model: Path
 
-    def argv(self, index: int, n_workers: int) -> list[str]:
+    @classmethod
+    def of(cls, paths: StudyPaths) -> WorkerCommand:
+        return cls(paths.hyper_copy, paths.model_copy)
+
+    def argv(self, index: int | str, n_workers: int, python: str = sys.executable) -> list[str]:
+        """The command line; ``index`` may be a shell expression for a job script."""
         return [
-            sys.executable,
+            python,
             "-m",
             "aimlutils.hyper_opt.worker",
             str(self.hyper),
@@ -32,6 +39,12 @@ class WorkerCommand:
             str(n_workers),
         ]
 
+    def shell(self, index_expression: str, n_workers: int, python: str) -> str:
+        """The command line for a job script, the worker's index computed by the shell."""
+        words = [shlex.quote(w) for w in self.argv(0, n_workers, python)]
+        words[words.index("--index") + 1] = index_expression
+        return " ".join(words)
+
 
 def save_run_configs(cfg: RunConfig) -> WorkerCommand:
     """Write the configs workers read into ``save_path/configs``.
@@ -39,18 +52,21 @@ def save_run_configs(cfg: RunConfig) -> WorkerCommand:
     Workers read these copies, not the user's files, so editing ``model.yml`` while jobs wait in
     the queue cannot give one study two different models. Paths in the copy are absolute.
     """
-    folder = cfg.save_path / "configs"
-    folder.mkdir(parents=True, exist_ok=True)
-    hyper, model = folder / "hyper.yml", folder / "model.yml"
-    for path, data in ((hyper, cfg.hyper), (model, cfg.model)):
+    paths = cfg.paths
+    paths.configs.mkdir(parents=True, exist_ok=True)
+    for path, data in ((paths.hyper_copy, cfg.hyper), (paths.model_copy, cfg.model)):
         tmp = path.with_suffix(".yml.tmp")
         tmp.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
         tmp.replace(path)
-    return WorkerCommand(hyper, model)
+    return WorkerCommand.of(paths)
 
 
 class Launcher(abc.ABC):
-    """Starts the workers of a run; local processes, SLURM jobs, or PBS jobs."""
+    """Starts the workers of a run: local processes, or batch jobs of a scheduler.
+
+    A subclass may assume ``cfg`` is checked and the study exists; :meth:`launch` saves the
+    configs workers read (:func:`save_run_configs`) before starting any of them.
+    """
 
     def __init__(self, cfg: RunConfig) -> None:
         self.cfg = cfg

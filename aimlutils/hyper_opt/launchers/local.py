@@ -9,7 +9,6 @@ import signal
 import subprocess
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import IO
 
 from rich.console import Console
@@ -17,7 +16,9 @@ from rich.live import Live
 
 from aimlutils.hyper_opt import progress
 from aimlutils.hyper_opt import study as study_lib
+from aimlutils.hyper_opt._text import tail
 from aimlutils.hyper_opt.config import RunConfig
+from aimlutils.hyper_opt.coordination import recover_study
 from aimlutils.hyper_opt.launchers.base import Launcher, save_run_configs
 from aimlutils.hyper_opt.storage import open_storage
 
@@ -53,7 +54,7 @@ class LocalLauncher(Launcher):
         super().__init__(cfg)
         self.console = console or Console()
         self.poll_s = poll_s
-        self.log_dir = cfg.save_path / "workers"
+        self.log_dir = cfg.paths.worker_logs
 
     def _env(self, index: int, gpus: list[str]) -> dict[str, str]:
         env = dict(os.environ)
@@ -67,7 +68,7 @@ class LocalLauncher(Launcher):
         self.log_dir.mkdir(parents=True, exist_ok=True)
         procs = []
         for index in range(n_workers):
-            log: IO[bytes] = open(self.log_dir / f"worker-{index}.log", "ab")  # noqa: SIM115
+            log: IO[bytes] = open(self.cfg.paths.worker_log(index), "ab")  # noqa: SIM115
             # A session of its own: Ctrl-C reaches the launcher only, which stops workers once.
             procs.append(
                 subprocess.Popen(
@@ -96,11 +97,11 @@ class LocalLauncher(Launcher):
         except KeyboardInterrupt:
             self.console.print("Stopping the workers; their running trials are marked FAIL ...")
             self.stop(procs)
-            study_lib.sweep_dead_trials(self.cfg, study, storage, None, max_retries=0)
+            recover_study(study, storage, self.cfg.paths, None, max_retries=0)
             self.console.print("Stopped. The study is saved; set optuna.reload: 1 to continue it.")
             return 130
         # A worker killed mid-trial (OOM, kill -9) leaves its trial RUNNING; no zombie outlives the run.
-        study_lib.sweep_dead_trials(self.cfg, study, storage, None)
+        recover_study(study, storage, self.cfg.paths, None, self.cfg.optuna.max_retries)
         return self._report_failures(procs)
 
     def stop(self, procs: list[subprocess.Popen[bytes]]) -> None:
@@ -118,14 +119,7 @@ class LocalLauncher(Launcher):
     def _report_failures(self, procs: list[subprocess.Popen[bytes]]) -> int:
         failed = [(i, p.returncode) for i, p in enumerate(procs) if p.returncode != 0]
         for index, code in failed:
-            log = self.log_dir / f"worker-{index}.log"
+            log = self.cfg.paths.worker_log(index)
             self.console.print(f"[red]worker {index} exited with code {code}[/red]; the end of {log}:")
-            self.console.print(_tail(log), markup=False, highlight=False)
+            self.console.print(tail(log, 15, "(no log)"), markup=False, highlight=False)
         return 1 if failed else 0
-
-
-def _tail(path: Path, lines: int = 15) -> str:
-    try:
-        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no log)"

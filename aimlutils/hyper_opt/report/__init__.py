@@ -19,6 +19,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from aimlutils.hyper_opt.config import RunConfig
+from aimlutils.hyper_opt.coordination import ResultsCsv, read_record
 from aimlutils.hyper_opt.report._plots import PlotResult, top_params, write_plots
 from aimlutils.hyper_opt.report._style import PlotStyle, load_style
 from aimlutils.hyper_opt.report._tables import (
@@ -31,8 +32,6 @@ from aimlutils.hyper_opt.report._tables import (
     wall_time,
     write_config,
 )
-from aimlutils.hyper_opt.results import ResultsCsv
-from aimlutils.hyper_opt.trial_record import read_record
 
 __all__ = [
     "PlotResult",

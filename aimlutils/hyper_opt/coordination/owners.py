@@ -1,11 +1,8 @@
-"""What the package stores about each trial, and which worker runs which trial right now.
+"""Which worker runs each RUNNING trial: a small file per trial in ``save_path/running/``.
 
-A finished trial carries one user attribute, written in one storage operation: every value
-``train`` returned, the worker that ran it, and why it failed. One write matters: on a journal
-file each write takes a lock and an fsync, and trials of cheap models are dominated by them.
-
-While a trial runs, its worker's identity (host, pid, job id) is a small file in
-``save_path/running/``, so a dead worker's trial can be found on any storage kind.
+Kept on the shared file system rather than in the storage: a storage write at every trial start
+would cost journal-file studies a lock and an fsync per trial. Any storage kind can then tell a
+dead worker's trial from a live one.
 """
 
 from __future__ import annotations
@@ -14,27 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-import optuna
-from optuna.trial import FrozenTrial
-
-#: The user attribute holding ``{"results": {...}, "worker": {...}, "fail_reason": "..."}``.
-RECORD_ATTR = "record"
-#: ``{name: value}`` written into the model config where it differs from ``trial.params[name]``.
-APPLIED_ATTR = "applied"
-#: Set on a re-queued trial: the number of the trial whose parameters it runs again.
-RETRY_OF_ATTR = "retry_of"
-#: Set on a re-queued trial: how many times its parameters have been re-queued.
-RETRIES_ATTR = "retries"
-
-
-def write_record(trial: optuna.trial.BaseTrial, **fields: Any) -> None:
-    """Store ``fields`` (``results``, ``worker``, ``fail_reason``) on ``trial`` in one write."""
-    trial.set_user_attr(RECORD_ATTR, {k: v for k, v in fields.items() if v is not None})
-
-
-def read_record(trial: FrozenTrial) -> dict[str, Any]:
-    record = trial.user_attrs.get(RECORD_ATTR)
-    return record if isinstance(record, dict) else {}
+from aimlutils.hyper_opt.paths import StudyPaths
 
 
 class RunningTrials:
@@ -52,6 +29,10 @@ class RunningTrials:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+
+    @classmethod
+    def of(cls, paths: StudyPaths) -> RunningTrials:
+        return cls(paths.running)
 
     def _path(self, number: int) -> Path:
         return self.folder / f"{number}.json"

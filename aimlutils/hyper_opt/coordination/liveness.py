@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import socket
@@ -11,8 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from aimlutils.hyper_opt.coordination.locks import FileLock
+
 #: ``{job id: state}`` of the queued and running jobs, from one scheduler call.
 QueueQuery = Callable[[], dict[str, str]]
+#: Whether a job id is among the queue's (a scheduler's own id format decides).
+JobAlive = Callable[[str | None, dict[str, str]], bool]
 
 
 def alive(job_id: str | None, queue: dict[str, str]) -> bool:
@@ -52,9 +55,14 @@ class Liveness:
     """
 
     def __init__(
-        self, queue: QueueQuery | None = None, min_interval_s: float = 60.0, cache: Path | None = None
+        self,
+        queue: QueueQuery | None = None,
+        min_interval_s: float = 60.0,
+        cache: Path | None = None,
+        job_alive: JobAlive = alive,
     ) -> None:
         self.queue = queue
+        self.job_alive = job_alive
         self.min_interval_s = min_interval_s
         self.cache = cache
         self.host = socket.gethostname()
@@ -72,25 +80,23 @@ class Liveness:
         return self._shared_states(self.cache)
 
     def _shared_states(self, cache: Path) -> dict[str, str] | None:
-        with open(cache, "a+", encoding="utf-8") as fh:
-            try:
-                fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                return self._states  # another worker is asking right now; use what we had
-            try:
-                fh.seek(0)
+        lock = FileLock(cache)
+        if not lock.acquire(blocking=False):
+            return self._states  # another worker is asking right now; use what we had
+        try:
+            with lock.text() as fh:
                 try:
                     data = json.loads(fh.read() or "{}")
                 except ValueError:
                     data = {}
-                if time.time() - data.get("at", 0) >= self.min_interval_s:
-                    data = {"at": time.time(), "states": self.queue()} if self.queue else data
+                if time.time() - data.get("at", 0) >= self.min_interval_s and self.queue is not None:
+                    data = {"at": time.time(), "states": self.queue()}
                     fh.seek(0)
                     fh.truncate()
                     fh.write(json.dumps(data))
-                self._states, self._asked = data.get("states"), data.get("at", time.time())
-            finally:
-                fcntl.lockf(fh, fcntl.LOCK_UN)
+            self._states, self._asked = data.get("states"), data.get("at", time.time())
+        finally:
+            lock.release()
         return self._states
 
     def is_gone(self, owner: dict[str, Any] | None) -> bool:
@@ -99,4 +105,4 @@ class Liveness:
         if owner.get("host") == self.host:
             return process_is_gone(owner.get("pid"))
         states = self._queue_states() if owner.get("job_id") else None
-        return states is not None and not alive(owner.get("job_id"), states)
+        return states is not None and not self.job_alive(owner.get("job_id"), states)

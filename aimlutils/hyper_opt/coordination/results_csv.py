@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import fcntl
 import io
 import os
 from collections.abc import Iterable, Iterator, Mapping
@@ -18,7 +17,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from aimlutils.hyper_opt.trial_record import APPLIED_ATTR, read_record
+from aimlutils.hyper_opt.coordination.locks import FileLock
+from aimlutils.hyper_opt.coordination.records import APPLIED_ATTR, read_record
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 _HEAD = ["trial", "state", "value"]
@@ -56,8 +56,9 @@ def _header(existing: list[str], new_keys: Iterable[str]) -> list[str]:
 class ResultsCsv:
     """``trial_results.csv`` opened once by a worker; every write happens under an exclusive lock.
 
-    ``lockf`` locks (POSIX record locks) also hold across nodes on NFS, where ``flock`` may not.
-    The file is rewritten in place, never replaced, so a lock always covers the file others see.
+    The lock (:class:`~aimlutils.hyper_opt.coordination.locks.FileLock`) holds across nodes and
+    threads. The file is rewritten in place, never replaced, so a lock always covers the file
+    others see.
 
     Example:
         >>> import tempfile
@@ -66,10 +67,9 @@ class ResultsCsv:
     """
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        self._fh = os.fdopen(fd, "r+", newline="", encoding="utf-8")
+        self._lock = FileLock(path)
+        self._lock._shared()  # create the file now, so a reader finds it from the start
 
     def __enter__(self) -> ResultsCsv:
         return self
@@ -78,17 +78,12 @@ class ResultsCsv:
         self.close()
 
     def close(self) -> None:
-        self._fh.close()
+        """Nothing to release: the descriptor is the process's, shared with other writers of it."""
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[io.TextIOWrapper]:
-        fcntl.lockf(self._fh, fcntl.LOCK_EX)
-        try:
-            self._fh.seek(0)  # also drops what was read before another process wrote
-            yield self._fh
-            self._fh.flush()
-        finally:
-            fcntl.lockf(self._fh, fcntl.LOCK_UN)
+        with self._lock, self._lock.text() as fh:
+            yield fh
 
     def append(self, row: Mapping[str, Any]) -> None:
         """Append ``row``; rewrite the file with a wider header when the row brings new columns."""

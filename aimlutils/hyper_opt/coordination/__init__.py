@@ -1,0 +1,60 @@
+"""How many workers share one study without a coordinator: the layer between the study and the worker.
+
+- :mod:`~.locks`: one exclusive file lock, between processes on any node and between threads.
+- :mod:`~.budget`: ``n_trials`` finished trials exactly; a query (:class:`Room`), nothing more.
+- :mod:`~.claim`: budget check, ask and ownership of a new trial under that lock.
+- :mod:`~.owners`: which worker runs each RUNNING trial (``save_path/running/``).
+- :mod:`~.liveness`: is that worker alive: its pid on this host, its job in the queue elsewhere.
+- :mod:`~.recovery`: dead workers' trials failed and their parameters queued again.
+- :mod:`~.records`: what is stored on each trial, in one write.
+- :mod:`~.results_csv`: ``trial_results.csv``, one row per finished trial, from many workers.
+"""
+
+from aimlutils.hyper_opt.coordination.budget import Room, TrialBudget, count, target_trial
+from aimlutils.hyper_opt.coordination.claim import claim_trial
+from aimlutils.hyper_opt.coordination.liveness import JobAlive, Liveness, QueueQuery, alive, process_is_gone
+from aimlutils.hyper_opt.coordination.locks import FileLock
+from aimlutils.hyper_opt.coordination.owners import RunningTrials
+from aimlutils.hyper_opt.coordination.records import (
+    APPLIED_ATTR,
+    RECORD_ATTR,
+    RETRIES_ATTR,
+    RETRY_OF_ATTR,
+    read_record,
+    write_record,
+)
+from aimlutils.hyper_opt.coordination.recovery import (
+    fail_dead_trials,
+    recover_study,
+    requeue,
+    sweep_dead_trials,
+)
+from aimlutils.hyper_opt.coordination.results_csv import FINISHED, ResultsCsv, trial_row
+
+__all__ = [
+    "APPLIED_ATTR",
+    "FINISHED",
+    "RECORD_ATTR",
+    "RETRIES_ATTR",
+    "RETRY_OF_ATTR",
+    "FileLock",
+    "JobAlive",
+    "Liveness",
+    "QueueQuery",
+    "ResultsCsv",
+    "Room",
+    "RunningTrials",
+    "TrialBudget",
+    "alive",
+    "claim_trial",
+    "count",
+    "fail_dead_trials",
+    "process_is_gone",
+    "read_record",
+    "recover_study",
+    "requeue",
+    "sweep_dead_trials",
+    "target_trial",
+    "trial_row",
+    "write_record",
+]

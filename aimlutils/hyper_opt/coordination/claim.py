@@ -1,0 +1,37 @@
+"""Claiming a place in the budget: check, ask and take ownership of a new trial, under one lock."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import optuna
+
+from aimlutils.hyper_opt.coordination.budget import Room, TrialBudget
+from aimlutils.hyper_opt.coordination.locks import FileLock
+from aimlutils.hyper_opt.coordination.owners import RunningTrials
+
+
+def claim_trial(
+    study: optuna.Study,
+    budget: TrialBudget,
+    lock: FileLock,
+    owners: RunningTrials,
+    identity: dict[str, Any],
+) -> optuna.Trial | Room:
+    """A new trial owned by the worker ``identity``, or why there is none (:class:`Room`).
+
+    The lock covers the budget check, the ask and the owner file, so no other worker counts the
+    budget between them, and a trial never exists without an owner for longer than a file write.
+    """
+    with lock:
+        room = budget.check()
+        if room is not Room.START:
+            return room
+        with warnings.catch_warnings():
+            # Optuna warns that heartbeats belong to study.optimize; workers run the same
+            # heartbeat thread around each trial themselves (aimlutils.hyper_opt.worker).
+            warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
+            trial = study.ask()
+        owners.mark(trial.number, identity)
+    return trial

@@ -1,0 +1,114 @@
+"""One exclusive file lock for every cross-worker lock of a study: processes on any node, and threads.
+
+POSIX record locks (``lockf``) hold across the nodes of a cluster on NFS, where ``flock`` may
+not. They belong to a process, though: two threads of one process would both "hold" one, and
+closing *any* descriptor of the file drops every lock the process has on it. So each process
+keeps one descriptor and one thread lock per path, shared by every :class:`FileLock` of it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import io
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+
+_registry_lock = threading.Lock()
+_shared: dict[str, _SharedFile] = {}
+
+
+class _SharedFile:
+    """This process's one descriptor of a lock file, and the lock its threads take first."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        self.thread_lock = threading.Lock()
+
+
+def _shared_file(path: Path) -> _SharedFile:
+    key = os.path.abspath(path)
+    with _registry_lock:
+        if key not in _shared:
+            _shared[key] = _SharedFile(Path(key))
+        return _shared[key]
+
+
+class FileLock:
+    """An exclusive lock on ``path`` (created when missing), between processes and threads.
+
+    Example:
+        >>> import tempfile
+        >>> lock = FileLock(Path(tempfile.mkdtemp()) / "claim.lock")
+        >>> with lock:
+        ...     lock.held
+        True
+        >>> lock.acquire(blocking=False), lock.held
+        (True, True)
+        >>> lock.release()
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file: _SharedFile | None = None
+        self.held = False
+
+    def _shared(self) -> _SharedFile:
+        if self._file is None:
+            self._file = _shared_file(self.path)
+        return self._file
+
+    def acquire(self, blocking: bool = True) -> bool:
+        """Take the lock; without ``blocking``, ``False`` at once when someone else has it."""
+        shared = self._shared()
+        if not shared.thread_lock.acquire(blocking):
+            return False
+        try:
+            fcntl.lockf(shared.fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            shared.thread_lock.release()
+            if blocking:
+                raise
+            return False
+        self.held = True
+        return True
+
+    def release(self) -> None:
+        if not self.held or self._file is None:
+            return
+        self.held = False
+        try:
+            fcntl.lockf(self._file.fd, fcntl.LOCK_UN)
+        finally:
+            self._file.thread_lock.release()
+
+    def __enter__(self) -> FileLock:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
+
+    @contextlib.contextmanager
+    def text(self) -> Iterator[io.TextIOWrapper]:
+        """The locked file itself, as text from its start, while the lock is held.
+
+        Reads and writes go through the lock's own descriptor: opening the file a second time
+        and closing it would drop the lock.
+        """
+        if not self.held:
+            raise RuntimeError(f"{self.path}: take the lock before reading or writing the file")
+        buffered = io.BufferedRandom(io.FileIO(self._shared().fd, "r+", closefd=False))
+        fh = io.TextIOWrapper(buffered, encoding="utf-8", newline="")
+        try:
+            fh.seek(0)
+            yield fh
+        finally:
+            fh.flush()
+            fh.detach()

@@ -1,0 +1,32 @@
+"""What the package stores on each trial in the study, in as few storage writes as it can.
+
+A finished trial carries one user attribute, written in one storage operation: every value
+``train`` returned, the worker that ran it, and why it failed. One write matters: on a journal
+file each write takes a lock and an fsync, and trials of cheap models are dominated by them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial
+
+#: The user attribute holding ``{"results": {...}, "worker": {...}, "fail_reason": "..."}``.
+RECORD_ATTR = "record"
+#: ``{name: value}`` written into the model config where it differs from ``trial.params[name]``.
+APPLIED_ATTR = "applied"
+#: Set on a re-queued trial: the number of the trial whose parameters it runs again.
+RETRY_OF_ATTR = "retry_of"
+#: Set on a re-queued trial: how many times its parameters have been re-queued.
+RETRIES_ATTR = "retries"
+
+
+def write_record(trial: optuna.trial.BaseTrial, **fields: Any) -> None:
+    """Store ``fields`` (``results``, ``worker``, ``fail_reason``) on ``trial`` in one write."""
+    trial.set_user_attr(RECORD_ATTR, {k: v for k, v in fields.items() if v is not None})
+
+
+def read_record(trial: FrozenTrial) -> dict[str, Any]:
+    record = trial.user_attrs.get(RECORD_ATTR)
+    return record if isinstance(record, dict) else {}

@@ -1,0 +1,97 @@
+"""The layout of a study's ``save_path``, written once (as submitit's ``JobPaths``).
+
+Every node of a cluster reads and writes these, so ``save_path`` must be on a shared file system.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyPaths:
+    """Where each part of a study lives under ``save_path``.
+
+    Example:
+        >>> paths = StudyPaths(Path("/scratch/study"))
+        >>> paths.hyper_copy
+        PosixPath('/scratch/study/configs/hyper.yml')
+    """
+
+    root: Path
+
+    @property
+    def configs(self) -> Path:
+        """The copies of ``hyper.yml`` and ``model.yml`` that workers read."""
+        return self.root / "configs"
+
+    @property
+    def hyper_copy(self) -> Path:
+        return self.configs / "hyper.yml"
+
+    @property
+    def model_copy(self) -> Path:
+        return self.configs / "model.yml"
+
+    @property
+    def results_csv(self) -> Path:
+        """One row per finished trial."""
+        return self.root / "trial_results.csv"
+
+    @property
+    def log_file(self) -> Path:
+        """The run's log with ``log: true``."""
+        return self.root / "log.txt"
+
+    @property
+    def running(self) -> Path:
+        """One file per RUNNING trial naming its worker (host, pid, job)."""
+        return self.root / "running"
+
+    @property
+    def claim_lock(self) -> Path:
+        """Held by a worker from its budget check until its new trial exists."""
+        return self.root / ".claim.lock"
+
+    @property
+    def queue_cache(self) -> Path:
+        """The scheduler's queue as last read by any worker, shared so it is read once a minute."""
+        return self.root / ".queue.json"
+
+    @property
+    def jobs(self) -> Path:
+        """Job scripts and the scheduler's output files."""
+        return self.root / "jobs"
+
+    @property
+    def jobs_record(self) -> Path:
+        """The ids of submitted jobs, for ``status``, ``cancel`` and reloads."""
+        return self.root / "jobs.json"
+
+    @property
+    def worker_logs(self) -> Path:
+        """Local workers' stdout and stderr, one file each."""
+        return self.root / "workers"
+
+    def worker_log(self, index: int) -> Path:
+        return self.worker_logs / f"worker-{index}.log"
+
+    @property
+    def trials(self) -> Path:
+        """A folder per trial of a command objective."""
+        return self.root / "trials"
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report"
+
+    @property
+    def mlruns(self) -> Path:
+        """The default MLflow tracking store and its artifacts."""
+        return self.root / "mlruns"
+
+    @property
+    def mlflow_lock(self) -> Path:
+        """Held while the study's parent MLflow run is found or made."""
+        return self.root / ".mlflow.lock"

@@ -1,0 +1,231 @@
+"""What a batch scheduler is to this package, in one class per scheduler.
+
+A scheduler owns everything that differs between SLURM, PBS and the rest: the ``hyper.yml``
+section named after it and its checks, its submit program and header lines, the environment
+variables its jobs see, its job-id format and its queue. The job script around the header (one
+worker per GPU of the allocation) is the same for all and lives in
+:mod:`aimlutils.hyper_opt.launchers.batch`.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import re
+import shlex
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+from aimlutils.hyper_opt._text import as_list
+from aimlutils.hyper_opt.config.schema import SchedulerSection
+from aimlutils.hyper_opt.coordination.liveness import alive
+from aimlutils.hyper_opt.errors import Problem, format_value, join_path
+
+#: Runs a scheduler command and returns its stdout, or raises :class:`SubmitError`.
+CommandRunner = Callable[[Sequence[str]], str]
+
+_OPTION_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+
+
+class SubmitError(RuntimeError):
+    """A scheduler command failed; carries the command, exit code, stdout and stderr."""
+
+    def __init__(self, command: Sequence[str], returncode: int, stdout: str, stderr: str) -> None:
+        self.command, self.returncode, self.stdout, self.stderr = list(command), returncode, stdout, stderr
+        super().__init__(
+            f"{shlex.join(command)} failed with exit code {returncode}\n"
+            f"stdout: {stdout.strip() or '(empty)'}\nstderr: {stderr.strip() or '(empty)'}"
+        )
+
+
+def run_scheduler_command(command: Sequence[str], timeout: float = 60) -> str:
+    """Run a scheduler command; its stdout, or :class:`SubmitError` with everything it said."""
+    try:
+        proc = subprocess.run(list(command), capture_output=True, text=True, timeout=timeout, check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise SubmitError(command, -1, "", str(err)) from err
+    if proc.returncode != 0:
+        raise SubmitError(command, proc.returncode, proc.stdout, proc.stderr)
+    return proc.stdout
+
+
+@dataclasses.dataclass(frozen=True)
+class JobEnvironment:
+    """Where a worker runs, as its job's environment says."""
+
+    scheduler: str
+    job_id: str
+    """The id the queue knows the job by (``123_4`` for task 4 of SLURM array 123)."""
+    node: str | None = None
+
+
+class Scheduler(abc.ABC):
+    """One batch scheduler. Subclasses register with :func:`aimlutils.hyper_opt.schedulers.register`.
+
+    A subclass sets :attr:`name` (its ``hyper.yml`` section), :attr:`submit_program` (looked for
+    on ``PATH`` before anything is submitted) and :attr:`directive`, and provides the abstract
+    methods. It may assume that the section passed in was validated by :attr:`section_model` and
+    :meth:`check_section`, and that every scheduler command goes through :attr:`run` (tests
+    replace it with a fake). Queue queries must be one scheduler call for all of the user's jobs:
+    workers share one result per minute per study.
+    """
+
+    name: ClassVar[str]
+    submit_program: ClassVar[str]
+    directive: ClassVar[str]
+    section_model: ClassVar[type[SchedulerSection]] = SchedulerSection
+    #: Where :meth:`check_section` tells the user to ask for GPUs (``slurm.batch.gres ...``).
+    gpu_request_hint: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        section: SchedulerSection | None = None,
+        save_path: Path | None = None,
+        run: CommandRunner = run_scheduler_command,
+    ) -> None:
+        self.section = section or self.section_model()
+        self.save_path = save_path or Path.cwd()
+        self.run = run
+
+    # Checks of the section, beyond its schema; found on the login node.
+
+    @classmethod
+    @abc.abstractmethod
+    def requested_gpus(cls, batch: Mapping[str, Any]) -> int | None:
+        """GPUs per job (or node) that the ``batch`` options ask for; ``None`` when none are."""
+
+    @classmethod
+    def check_batch(cls, batch: Mapping[str, Any]) -> list[Problem]:
+        """Problems of this scheduler's own options (time formats, resource lists)."""
+        return []
+
+    @classmethod
+    def check_section(cls, section: Mapping[str, Any], gpu: bool) -> list[Problem]:
+        """Problems of the raw section (types and unknown keys are the schema's)."""
+        batch = section.get("batch") or {}
+        if not isinstance(batch, Mapping):
+            return []
+        problems = cls._option_problems(batch) + cls.check_batch(batch)
+        problems += cls._gpu_problems(section, batch, gpu)
+        throttle = section.get("throttle")
+        if throttle is not None and section.get("array") is False:
+            problems.append(
+                Problem(join_path(cls.name, "throttle"), "applies to job arrays only (array: true)")
+            )
+        return problems
+
+    @classmethod
+    def list_options(cls) -> tuple[str, ...]:
+        """Options whose value may be a list of items, each written on its own line."""
+        return ()
+
+    @classmethod
+    def _option_problems(cls, batch: Mapping[str, Any]) -> list[Problem]:
+        problems = []
+        for key, value in batch.items():
+            path = join_path(cls.name, "batch", key)
+            if not _OPTION_NAME.match(str(key)):
+                problems.append(Problem(path, "an option name is letters, digits, '-' and '_'"))
+            for item in as_list(value) if key in cls.list_options() else [value]:
+                problem = cls._value_problem(item)
+                if problem:
+                    problems.append(Problem(path, f"got {format_value(item)}; {problem}"))
+        return problems
+
+    @classmethod
+    def _value_problem(cls, item: Any) -> str | None:
+        if isinstance(item, (dict, list)) or item is None:
+            return "an option value is text or a number"
+        if "\n" in str(item) or "\r" in str(item):
+            return "a newline would add lines to the job script"
+        if "#" in str(item) and ("#SBATCH" in str(item) or "#PBS" in str(item) or cls.directive in str(item)):
+            return f"a {cls.directive} directive inside a value is refused"
+        return None
+
+    @classmethod
+    def _gpu_problems(cls, section: Mapping[str, Any], batch: Mapping[str, Any], gpu: bool) -> list[Problem]:
+        requested = cls.requested_gpus(batch)
+        per_node = section.get("gpus_per_node")
+        path = join_path(cls.name, "gpus_per_node")
+        where = cls.gpu_request_hint
+        if isinstance(per_node, int) and requested is not None and per_node > requested:
+            return [
+                Problem(
+                    path,
+                    f"{per_node} workers with a GPU each, but the job asks for {requested} GPU(s) in {where}",
+                )
+            ]
+        problems = []
+        if isinstance(per_node, int) and requested is None:
+            problems.append(Problem(path, f"{per_node} GPUs per job, but no GPU is requested in {where}"))
+        if gpu and requested is None:
+            problems.append(
+                Problem(
+                    "optuna.gpu", f"is true, but the {cls.name} section requests no GPU; add one in {where}"
+                )
+            )
+        return problems
+
+    # Where a job's worker runs.
+
+    @classmethod
+    @abc.abstractmethod
+    def job_environment(cls, environ: Mapping[str, str]) -> JobEnvironment | None:
+        """The job this process runs in, from its environment; ``None`` outside this scheduler's jobs."""
+
+    # The job script and its submission.
+
+    @property
+    def workers_per_job(self) -> int:
+        """GPUs per job times workers per GPU (``tasks_per_worker``, echo-opt's ``trials_per_job``)."""
+        per_gpu = self.section.tasks_per_worker
+        if per_gpu == 1 and self.section.trials_per_job:
+            per_gpu = self.section.trials_per_job
+        return (self.section.gpus_per_node or 1) * per_gpu
+
+    def option_lines(self) -> list[str]:
+        """``<directive> -x value`` for one-letter keys, ``--key=value`` for longer ones."""
+        lines = []
+        for key, value in self.section.batch.items():
+            for item in value if isinstance(value, list) else [value]:
+                text = self.output_path(str(item)) if key in ("o", "e", "output", "error") else str(item)
+                flag = f"-{key} {text}" if len(key) == 1 else f"--{key}={text}"
+                lines.append(f"{self.directive} {flag}")
+        return lines
+
+    def output_path(self, value: str) -> str:
+        """Output files are relative to ``save_path``, as in the original package."""
+        path = Path(value)
+        return str(path if path.is_absolute() or value.startswith("/dev/") else self.save_path / path)
+
+    @abc.abstractmethod
+    def header(self, n_jobs: int, jobs_dir: Path) -> list[str]:
+        """The directives of a script that runs ``n_jobs`` jobs; output files go to ``jobs_dir``."""
+
+    def prologue(self, base_dir: Path) -> list[str]:
+        """Shell lines run before the workers start; they must set ``job_index`` (0 ... jobs - 1)."""
+        return ['job_index="${AIMLUTILS_JOB_INDEX:-0}"']
+
+    @abc.abstractmethod
+    def submissions(self, script: Path, n_jobs: int) -> list[list[str]]:
+        """The submit command(s) for ``n_jobs`` jobs of ``script``."""
+
+    @abc.abstractmethod
+    def parse_job_id(self, stdout: str) -> str:
+        """The job id in the submit command's output."""
+
+    # The queue, for status, cancel and finding dead trials.
+
+    @abc.abstractmethod
+    def queue(self) -> dict[str, str]:
+        """``{job id: state}`` of this user's queued and running jobs, in one scheduler call."""
+
+    @abc.abstractmethod
+    def cancel(self, job_ids: Sequence[str]) -> None:
+        """Cancel the jobs, in one scheduler call."""
+
+    def job_alive(self, job_id: str | None, queue: dict[str, str]) -> bool:
+        """Whether ``job_id`` (as :meth:`job_environment` gives it) is among ``queue``'s jobs."""
+        return alive(job_id, queue)

@@ -1,0 +1,165 @@
+"""SLURM: a job array (or separate jobs) through ``sbatch``; ``squeue`` and ``scancel``."""
+
+from __future__ import annotations
+
+import getpass
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from aimlutils.hyper_opt.errors import Problem, format_value, join_path
+from aimlutils.hyper_opt.schedulers._base import JobEnvironment, Scheduler
+
+# States in which a job still holds, or will hold, its workers.
+_LIVE = {
+    "PENDING",
+    "CONFIGURING",
+    "RUNNING",
+    "COMPLETING",
+    "SUSPENDED",
+    "REQUEUED",
+    "REQUEUE_HOLD",
+    "RESIZING",
+}
+_SLURM_TIME = re.compile(
+    r"^(?:(?P<d>\d+)-(?P<dh>\d+)(?::(?P<dm>\d+)(?::(?P<ds>\d+))?)?"
+    r"|(?:(?P<h>\d+):)?(?P<m>\d+)(?::(?P<s>\d+))?)$"
+)
+
+
+def slurm_minutes(value: Any) -> float | None:
+    """A Slurm time limit in minutes (``inf`` for UNLIMITED); ``None`` when it does not parse.
+
+    Example:
+        >>> slurm_minutes("12:00:00"), slurm_minutes("1-00:30"), slurm_minutes(90)
+        (720.0, 1470.0, 90.0)
+    """
+    text = str(value).strip()
+    if text.upper() in ("UNLIMITED", "INFINITE"):
+        return float("inf")
+    match = _SLURM_TIME.match(text)
+    if not match:
+        return None
+    g = {k: int(v) if v else 0 for k, v in match.groupdict().items()}
+    if match.group("d") is not None:
+        return g["d"] * 1440 + g["dh"] * 60 + g["dm"] + g["ds"] / 60
+    if match.group("h") is None and match.group("s") is None:
+        return float(g["m"])  # "90" is minutes
+    if match.group("h") is None:
+        return g["m"] + g["s"] / 60  # "MM:SS"
+    return g["h"] * 60 + g["m"] + g["s"] / 60
+
+
+def _gres_gpus(gres: str) -> int | None:
+    """GPUs in a ``--gres`` value: ``gpu``, ``gpu:4``, ``gpu:v100:4`` (``None`` without a gpu entry)."""
+    for entry in gres.split(","):
+        parts = entry.strip().split(":")
+        if parts[0] != "gpu":
+            continue
+        count = parts[-1] if len(parts) > 1 else "1"
+        return int(count) if count.isdigit() else 1
+    return None
+
+
+class Slurm(Scheduler):
+    """One ``sbatch`` of a job array of ``jobs`` tasks (``array: false``: one ``sbatch`` per job)."""
+
+    name = "slurm"
+    submit_program = "sbatch"
+    directive = "#SBATCH"
+    gpu_request_hint = "slurm.batch.gres (e.g. gres: gpu:4)"
+
+    @classmethod
+    def requested_gpus(cls, batch: Mapping[str, Any]) -> int | None:
+        for key in ("gres", "gpus-per-node", "gpus_per_node", "gpus", "G"):
+            if key not in batch:
+                continue
+            text = str(batch[key])
+            if key == "gres":
+                count = _gres_gpus(text)
+                if count is not None:
+                    return count
+                continue
+            last = text.rsplit(":", 1)[-1]
+            return int(last) if last.isdigit() else None
+        return None
+
+    @classmethod
+    def check_batch(cls, batch: Mapping[str, Any]) -> list[Problem]:
+        return [
+            Problem(
+                join_path("slurm.batch", key),
+                f"got {format_value(batch[key])}; a time limit is minutes, MM:SS, HH:MM:SS, "
+                "D-HH, D-HH:MM or D-HH:MM:SS",
+            )
+            for key in ("t", "time")
+            if key in batch and slurm_minutes(batch[key]) is None
+        ]
+
+    @classmethod
+    def job_environment(cls, environ: Mapping[str, str]) -> JobEnvironment | None:
+        node = environ.get("SLURMD_NODENAME")
+        if environ.get("SLURM_ARRAY_JOB_ID"):
+            job = f"{environ['SLURM_ARRAY_JOB_ID']}_{environ.get('SLURM_ARRAY_TASK_ID', '')}"
+            return JobEnvironment(cls.name, job, node)
+        if environ.get("SLURM_JOB_ID"):
+            return JobEnvironment(cls.name, environ["SLURM_JOB_ID"], node)
+        return None
+
+    def _is_array(self, n_jobs: int) -> bool:
+        return self.section.array and n_jobs > 1
+
+    def header(self, n_jobs: int, jobs_dir: Path) -> list[str]:
+        lines = self.option_lines()
+        keys = set(self.section.batch)
+        array = self._is_array(n_jobs)
+        if not keys & {"J", "job-name"}:
+            lines.append(f"{self.directive} --job-name=hyper_opt")
+        if not keys & {"o", "output"}:
+            pattern = "%A_%a" if array else "%j"
+            lines.append(f"{self.directive} --output={jobs_dir}/slurm-{pattern}.out")
+        if array:
+            throttle = f"%{self.section.throttle}" if self.section.throttle else ""
+            lines.append(f"{self.directive} --array=0-{n_jobs - 1}{throttle}")
+        return lines
+
+    def output_path(self, value: str) -> str:
+        # Tasks of an array would all write, and truncate, one file: give each its own.
+        path = super().output_path(value)
+        if self.section.array and self.section.jobs > 1 and "%" not in path:
+            stem, dot, ext = path.rpartition(".")
+            path = f"{stem}.%A_%a.{ext}" if dot and "/" not in ext else f"{path}.%A_%a"
+        return path
+
+    def prologue(self, base_dir: Path) -> list[str]:
+        return [
+            'job_index="${SLURM_ARRAY_TASK_ID:-${AIMLUTILS_JOB_INDEX:-0}}"',
+            "# When the job must end: workers start no trial that would not finish by then.",
+            'AIMLUTILS_JOB_END="$(squeue -h -j "$SLURM_JOB_ID" -o %e 2>/dev/null || true)"',
+            "export AIMLUTILS_JOB_END",
+        ]
+
+    def submissions(self, script: Path, n_jobs: int) -> list[list[str]]:
+        if self._is_array(n_jobs) or n_jobs == 1:
+            return [["sbatch", "--parsable", str(script)]]
+        return [
+            ["sbatch", "--parsable", f"--export=ALL,AIMLUTILS_JOB_INDEX={i}", str(script)]
+            for i in range(n_jobs)
+        ]
+
+    def parse_job_id(self, stdout: str) -> str:
+        return stdout.strip().split(";", 1)[0]
+
+    def queue(self) -> dict[str, str]:
+        out = self.run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i %T"])
+        states = {}
+        for line in out.splitlines():
+            job_id, _, state = line.strip().partition(" ")
+            if job_id and state in _LIVE:
+                states[job_id] = state
+        return states
+
+    def cancel(self, job_ids: Sequence[str]) -> None:
+        if job_ids:
+            self.run(["scancel", *job_ids])
