@@ -29,8 +29,10 @@ same space:
 YAML scalars (``relu``, ``true``, ``[1, 2]``).
 
 A key starting with ``optuna.``, ``slurm.``, ``pbs.``, ``log.`` or ``save_path`` is a dotted path into
-``hyper.yml`` and takes a plain value (commas included: ``slurm.batch.mail-type=END,FAIL``). Any
-other key is a model-config path (colons, or dots when it has no colon): a sweep there adds or replaces the
+``hyper.yml`` and takes a plain value (commas included: ``slurm.batch.mail-type=END,FAIL``). A key
+starting with ``hydra.`` or ``hydra/`` is a setting of the Hydra Optuna sweeper, mapped onto the
+``optuna`` section by :mod:`aimlutils.hyper_opt.search_space.sweeper_keys`. Any other key is a
+model-config path (colons, or dots when it has no colon): a sweep there adds or replaces the
 parameter at that place (an entry of ``optuna.parameters``, or the inline marker found there), a
 plain value fixes the value for the run and drops any parameter at that place.
 
@@ -54,6 +56,7 @@ import yaml
 from optuna.distributions import FloatDistribution, IntDistribution
 
 from aimlutils.hyper_opt.errors import Problem
+from aimlutils.hyper_opt.search_space import sweeper_keys
 from aimlutils.hyper_opt.search_space.markers import MARKER_KEY, is_marker
 from aimlutils.hyper_opt.search_space.model_config import get_value, locate, set_value
 from aimlutils.hyper_opt.search_space.params import parameter_from_settings
@@ -438,18 +441,31 @@ def _top_level_commas(text: str, start: int) -> list[int]:
 
 
 def apply_overrides(hyper: dict[str, Any], model: dict[str, Any], texts: Sequence[str]) -> list[Problem]:
-    """Apply each override in order to ``hyper`` and ``model`` (in place); returns the problems."""
+    """Apply each override in order to ``hyper`` and ``model`` (in place); returns the problems.
+
+    Config-group choices (``hydra/sweeper/sampler=random``) come first, as Hydra applies them
+    before any value.
+    """
     problems: list[Problem] = []
-    for text in texts:
+    written: list[tuple[str, ...]] = []
+    sources: list[str] = []
+    for text in sorted(texts, key=lambda t: not t.lstrip().startswith("hydra/")):
         try:
             override = parse_override(text)
         except OverrideSyntaxError as err:
             problems.append(Problem("", f"override {text!r}: {err}"))
             continue
-        problem = _apply(override, hyper, model)
+        if sweeper_keys.is_sweeper_key(override.key):
+            before = len(written)
+            problem = sweeper_keys.apply(
+                override.key, override.value, override.kind is not None, hyper, written
+            )
+            sources += [text] * (len(written) - before)
+        else:
+            problem = _apply(override, hyper, model)
         if problem:
             problems.append(Problem("", f"override {text!r}: {problem}"))
-    return problems
+    return problems + sweeper_keys.resolve_interpolations(hyper, model, written, sources)
 
 
 def _apply(o: Override, hyper: dict[str, Any], model: dict[str, Any]) -> str | None:
