@@ -40,18 +40,19 @@ def test_the_four_sweep_forms_give_their_optuna_distributions(study_files):
     # Replacing optimizer:learning_rate keeps the name the parameters section gave it.
     assert dists["lr"] == FloatDistribution(1e-5, 1e-3)
     assert dists["model:act"] == CategoricalDistribution(["relu", "tanh"])
-    # range() excludes its stop, as Python's and Hydra's: 16, 32, ..., 112.
-    assert dists["trainer:batch"] == IntDistribution(16, 112, step=16)
+    # range() includes its stop, as the Hydra Optuna sweeper's (Optuna's bounds): 16, 32, ..., 128.
+    assert dists["trainer:batch"] == IntDistribution(16, 128, step=16)
     assert dists["optimizer:weight_decay"] == FloatDistribution(1e-6, 1e-2, log=True)
 
 
 @pytest.mark.parametrize(
     ("text", "kind", "settings"),
     [
-        ("a=range(0, 10)", "int", {"low": 0, "high": 9, "step": 1}),
+        ("a=range(0, 10)", "int", {"low": 0, "high": 10, "step": 1}),
+        # A stop off the step grid is lowered to the last grid point, as Optuna does.
         ("a=range(16, 129, 16)", "int", {"low": 16, "high": 128, "step": 16}),
-        ("a=range(0, 1, step=0.25)", "float", {"low": 0, "high": 0.75, "step": 0.25}),
-        ("a=tag(log, range(1, 100))", "int", {"low": 1, "high": 99, "step": 1, "log": True}),
+        ("a=range(0, 1, step=0.25)", "float", {"low": 0, "high": 1.0, "step": 0.25}),
+        ("a=tag(log, int(interval(1, 100)))", "int", {"low": 1, "high": 100, "log": True}),
         ("a=interval(0, 1)", "float", {"low": 0, "high": 1}),
         ("a=choice( 1, 2.5, true, 'x, y' , null)", "categorical", {"choices": [1, 2.5, True, "x, y", None]}),
     ],
@@ -97,7 +98,7 @@ def test_a_sweep_at_a_marker_replaces_how_it_is_drawn_and_keeps_depends_on(study
     model.write_text(yaml.safe_dump(data))
     cfg = load_config(hyper, model, hyper.parent, overrides=["model.hidden=range(2, 10, step=2)"])
     (hidden,) = [p for p in cfg.space.parameters if p.name == "model.hidden"]
-    assert hidden.distribution == IntDistribution(2, 8, step=2)
+    assert hidden.distribution == IntDistribution(2, 10, step=2)
     assert hidden.scale_by == ("model", "heads")
 
 
@@ -114,6 +115,8 @@ def test_a_sweep_at_a_marker_replaces_how_it_is_drawn_and_keeps_depends_on(study
         ("w=tag(lg, interval(1, 2))", "unknown tag 'lg'", len("w=tag(")),
         ("w=interval(1, 2) extra", "unexpected text after the sweep", len("w=interval(1, 2) ")),
         ("w=range(10, 1)", "is empty", len("w=")),
+        # The sweeper ignores tags on range(); refused rather than drawn differently.
+        ("w=tag(log, range(1, 100))", "ignores it and draws uniformly", len("w=tag(log, ")),
         ("no equals sign", "expected key=value", len("no")),
     ],
 )

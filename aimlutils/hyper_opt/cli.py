@@ -18,9 +18,11 @@ import optuna
 from rich.console import Console
 
 from aimlutils.hyper_opt.commands import dashboard, report
+from aimlutils.hyper_opt.commands.common import say
 from aimlutils.hyper_opt.commands.run import run
 from aimlutils.hyper_opt.commands.status import cancel, status
 from aimlutils.hyper_opt.config import ConfigError
+from aimlutils.hyper_opt.search_space import sweeper_keys
 
 Command = Callable[[argparse.Namespace, Console], int]
 
@@ -39,7 +41,7 @@ def _run_parser() -> argparse.ArgumentParser:
         metavar="key=value",
         help="change the run: 'optimizer:lr=interval(1e-5, 1e-3)', 'model:act=choice(relu, tanh)', "
         "'trainer:batch=range(16, 128, step=16)', 'tag(log, interval(...))', a plain value fixes a "
-        "model-config value, 'optuna.n_trials=50' sets hyper.yml",
+        "model-config value, 'optuna.n_trials=50' sets hyper.yml, as does 'hydra.sweeper.n_trials=50'",
     )
     parser.add_argument(
         "--local", action="store_true", help="run the workers on this machine, even with a slurm/pbs section"
@@ -58,6 +60,12 @@ def _run_parser() -> argparse.ArgumentParser:
         "--debug",
         action="store_true",
         help="run one trial in this process and open the debugger (pdb) on its first exception",
+    )
+    parser.add_argument(
+        "-m",
+        "--multirun",
+        action="store_true",
+        help="accepted for command lines of the Hydra Optuna sweeper; no effect (a run is always a study)",
     )
     return parser
 
@@ -95,9 +103,17 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, Command]:
             _OPTIONS[argv[0]](parser)
         return parser.parse_args(argv[1:]), command
     parser = _run_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # -m may follow the overrides, as in Hydra
     if args.workers is not None and args.workers < 1:
         parser.error(f"--workers must be at least 1, got {args.workers}")
+    n_jobs = sweeper_keys.local_workers(args.overrides)
+    if n_jobs is not None:
+        if args.workers is not None and args.workers != n_jobs:
+            parser.error(
+                f"--workers {args.workers} and hydra.sweeper.n_jobs={n_jobs} differ; give one of them"
+            )
+        args.workers = n_jobs
+    args.no_effect = sweeper_keys.no_effect(args.overrides) + (["-m"] if args.multirun else [])
     return args, run
 
 
@@ -105,6 +121,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, command = parse_args(sys.argv[1:] if argv is None else argv)
     console = Console(soft_wrap=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if getattr(args, "no_effect", None):
+        say(
+            console,
+            f"Note: {' '.join(args.no_effect)}: no effect here; optimize.py always runs one Optuna "
+            "study, its workers set by --workers (or hydra.sweeper.n_jobs) or the slurm/pbs section.",
+        )
     try:
         return command(args, console)
     except ConfigError as err:
