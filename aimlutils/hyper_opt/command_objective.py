@@ -214,9 +214,10 @@ def _check_words(words: Sequence[str], names: Sequence[str], path: str) -> list[
 class CommandObjective(BaseObjective):
     """Runs ``spec``'s command for each trial in ``save_path/trials/<number>/``.
 
-    Example:
-        >>> objective = CommandObjective(spec, Path("results"), config=model)  # doctest: +SKIP
-        >>> study.optimize(objective, n_trials=10)  # doctest: +SKIP
+    Example::
+
+        objective = CommandObjective(spec, Path("results"), config=model)
+        study.optimize(objective, n_trials=10)
     """
 
     def __init__(

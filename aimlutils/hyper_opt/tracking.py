@@ -53,9 +53,9 @@ def tracking_uri(cfg: RunConfig) -> str:
     A relative ``sqlite:///`` path is taken from ``save_path``, so every worker finds the same file
     whatever directory it starts in.
 
-    Example:
-        >>> tracking_uri(cfg)  # doctest: +SKIP
-        'sqlite:////scratch/me/results/torch/mlruns/mlflow.db'
+    Example::
+
+        tracking_uri(cfg)  # 'sqlite:////scratch/me/results/torch/mlruns/mlflow.db'
     """
     section = cfg.schema.mlflow
     uri = section.tracking_uri if section is not None else None
@@ -128,10 +128,11 @@ def _experiment(client: MlflowClient, cfg: RunConfig, uri: str) -> str:
 class TrialTracker:
     """Opens an MLflow run around each trial a worker runs.
 
-    Example:
-        >>> tracker = TrialTracker(cfg, {"worker": 0, "host": "node1"})  # doctest: +SKIP
-        >>> with tracker.trial_run(trial):  # doctest: +SKIP
-        ...     mlflow.log_artifact("model.pt")  # goes to the trial's run
+    Example::
+
+        tracker = TrialTracker(cfg, {"worker": 0, "host": "node1"})
+        with tracker.trial_run(trial):
+            mlflow.log_artifact("model.pt")  # goes to the trial's run
     """
 
     def __init__(self, cfg: RunConfig, identity: Mapping[str, Any] | None = None) -> None:

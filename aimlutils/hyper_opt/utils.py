@@ -33,10 +33,12 @@ def report_and_prune(trial: optuna.trial.BaseTrial, value: Any, step: int) -> No
     """Report ``value`` at ``step`` and raise :class:`optuna.TrialPruned` if the pruner says stop.
 
     ``value`` may be anything ``float()`` accepts, such as a one-element tensor. Call it once per
-    epoch in place of the ``trial.report`` / ``trial.should_prune`` pair:
+    epoch in place of the ``trial.report`` / ``trial.should_prune`` pair (a ``FixedTrial``, as
+    in a unit test of an Objective, never prunes):
 
-        >>> for epoch in range(epochs):  # doctest: +SKIP
-        ...     val_loss = evaluate(model)
+        >>> trial = optuna.trial.FixedTrial({})
+        >>> for epoch in range(3):
+        ...     val_loss = 1.0 / (epoch + 1)
         ...     report_and_prune(trial, val_loss, epoch)
     """
     value = float(value)
@@ -79,9 +81,10 @@ def _keras_callback_class() -> type:
 class KerasPruningCallback:
     """Reports ``monitor`` to Optuna after every ``interval`` epochs and stops a pruned trial.
 
-    Example:
-        >>> callbacks = [KerasPruningCallback(trial, "val_loss", interval=1)]  # doctest: +SKIP
-        >>> model.fit(x, y, validation_data=(xv, yv), callbacks=callbacks)  # doctest: +SKIP
+    Example::
+
+        callbacks = [KerasPruningCallback(trial, "val_loss", interval=1)]
+        model.fit(x, y, validation_data=(xv, yv), callbacks=callbacks)
     """
 
     def __new__(cls, trial: optuna.trial.BaseTrial, monitor: str, interval: int = 1) -> Any:

@@ -74,12 +74,12 @@ def write_report(
     ``out_dir`` defaults to ``save_path/report``. A study with no completed trial gets the table
     only, one with a single completed trial no plots; :attr:`Report.message` says which.
 
-    Example:
-        >>> from aimlutils.hyper_opt.commands.common import load_for_study  # doctest: +SKIP
-        >>> cfg = load_for_study("results/torch/configs/hyper.yml", None)  # doctest: +SKIP
-        >>> study = optuna.load_study(study_name=cfg.study_name, storage=...)  # doctest: +SKIP
-        >>> write_report(cfg, study).configs  # doctest: +SKIP
-        [PosixPath('results/torch/report/best.yml')]
+    Example::
+
+        from aimlutils.hyper_opt.commands.common import load_for_study
+        cfg = load_for_study("results/torch/configs/hyper.yml", None)
+        study = optuna.load_study(study_name=cfg.study_name, storage=...)
+        write_report(cfg, study).configs  # [PosixPath('results/torch/report/best.yml')]
     """
     out = out_dir or cfg.save_path / "report"
     out.mkdir(parents=True, exist_ok=True)

@@ -60,10 +60,10 @@ def write_plots(study: optuna.Study, metrics: Sequence[str], out_dir: Path, styl
     A plot that cannot be drawn (too few trials, one parameter for a contour) is skipped with the
     reason, so the rest of the report is still written.
 
-    Example:
-        >>> result = write_plots(study, ["val_loss"], Path("report/plots"), PlotStyle())  # doctest: +SKIP
-        >>> sorted(p.name for p in result.files)[:2]  # doctest: +SKIP
-        ['contour.html', 'contour.pdf']
+    Example::
+
+        result = write_plots(study, ["val_loss"], Path("report/plots"), PlotStyle())
+        sorted(p.name for p in result.files)[:2]  # ['contour.html', 'contour.pdf']
     """
     missing = [name for name in NEEDED if importlib.util.find_spec(name) is None]
     if missing:

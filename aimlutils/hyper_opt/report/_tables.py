@@ -97,9 +97,10 @@ def best_config(cfg: RunConfig, trial: FrozenTrial) -> tuple[dict[str, Any], lis
     then, since it may load a training framework). The ``optuna`` section workers add for
     ``custom_updates`` is left out.
 
-    Example:
-        >>> conf, notes = best_config(cfg, study.best_trial)  # doctest: +SKIP
-        >>> yaml.safe_dump(conf)  # doctest: +SKIP
+    Example::
+
+        conf, notes = best_config(cfg, study.best_trial)
+        yaml.safe_dump(conf)
     """
     objective = BaseObjective(None, cfg.model)
     objective.search_space = cfg.space
