@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -12,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
+import optuna
 from rich.console import Console
 from rich.live import Live
 
@@ -19,6 +21,7 @@ from aimlutils.hyper_opt import progress
 from aimlutils.hyper_opt import study as study_lib
 from aimlutils.hyper_opt.config import RunConfig
 from aimlutils.hyper_opt.launchers.base import Launcher, save_run_configs
+from aimlutils.hyper_opt.lifeline import StopRequest
 from aimlutils.hyper_opt.storage import open_storage
 
 logger = logging.getLogger(__name__)
@@ -47,13 +50,18 @@ def default_workers(gpu: bool, gpus: list[str]) -> int:
 
 
 class LocalLauncher(Launcher):
-    """Runs ``n_workers`` worker processes here, shows progress, and waits for them."""
+    """Runs ``n_workers`` worker processes here, shows progress, and waits for them.
+
+    SIGINT (Ctrl-C), SIGTERM and SIGHUP to this process stop every worker the same way, workers
+    still starting included.
+    """
 
     def __init__(self, cfg: RunConfig, console: Console | None = None, poll_s: float = 1.0) -> None:
         super().__init__(cfg)
         self.console = console or Console()
         self.poll_s = poll_s
         self.log_dir = cfg.save_path / "workers"
+        self.stop_request = StopRequest()
 
     def _env(self, index: int, gpus: list[str]) -> dict[str, str]:
         env = dict(os.environ)
@@ -62,48 +70,85 @@ class LocalLauncher(Launcher):
         return env
 
     def start(self, n_workers: int) -> list[subprocess.Popen[bytes]]:
+        """Start the workers; after a stop request (see :meth:`launch`), no more of them."""
         command = save_run_configs(self.cfg)
         gpus = visible_gpus()
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        procs = []
-        for index in range(n_workers):
-            log: IO[bytes] = open(self.log_dir / f"worker-{index}.log", "ab")  # noqa: SIM115
-            # A session of its own: Ctrl-C reaches the launcher only, which stops workers once.
-            procs.append(
-                subprocess.Popen(
-                    command.argv(index, n_workers),
-                    env=self._env(index, gpus),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )
-            log.close()
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
+            for index in range(n_workers):
+                if self.stop_request.requested:
+                    break
+                log: IO[bytes] = open(self.log_dir / f"worker-{index}.log", "ab")  # noqa: SIM115
+                # A session of its own: Ctrl-C reaches the launcher only, which stops workers once.
+                try:
+                    procs.append(
+                        subprocess.Popen(
+                            command.argv(index, n_workers),
+                            env=self._env(index, gpus),
+                            stdin=subprocess.DEVNULL,
+                            stdout=log,
+                            stderr=subprocess.STDOUT,
+                            start_new_session=True,
+                        )
+                    )
+                finally:
+                    log.close()
+        except BaseException:
+            self.stop(procs)  # e.g. out of processes or file descriptors: none left half-started
+            raise
         return procs
 
     def launch(self, n_workers: int) -> int:
-        procs = self.start(n_workers)
-        storage = open_storage(self.cfg.storage)
-        study = study_lib.load(self.cfg, storage, n_workers)
-        n_trials = self.cfg.optuna.n_trials
-        try:
-            with Live(console=self.console, refresh_per_second=2, transient=True) as live:
-                # Poll every process (not any(), which stops early) so dead ones are reaped.
-                while [p.poll() for p in procs].count(None):
-                    live.update(progress.snapshot(study, n_trials).line())
-                    time.sleep(self.poll_s)
-        except KeyboardInterrupt:
-            self.console.print("Stopping the workers; their running trials are marked FAIL ...")
-            self.stop(procs)
-            study_lib.sweep_dead_trials(self.cfg, study, storage, None, max_retries=0)
-            self.console.print("Stopped. The study is saved; set optuna.reload: 1 to continue it.")
-            return 130
+        # Signals are only noted while workers start and run, and acted on between two looks at
+        # the study: a signal never cuts a storage write in half, nor a worker's start.
+        with self.stop_request as request:
+            procs: list[subprocess.Popen[bytes]] = []
+            try:
+                procs = self.start(n_workers)
+                storage = open_storage(self.cfg.storage)
+                study = study_lib.load(self.cfg, storage, n_workers)
+                self._wait(procs, study)
+                if request.requested:
+                    self._say(
+                        f"{request.name}: stopping the workers; their running trials are marked FAIL ..."
+                    )
+                    self.stop(procs)
+                    study_lib.sweep_dead_trials(self.cfg, study, storage, None, max_retries=0)
+                    self._say("Stopped. The study is saved; set optuna.reload: 1 to continue it.")
+                    return request.exit_code
+            except BaseException:
+                self.stop(procs)  # a failure of the launcher's own leaves no worker behind
+                raise
         # A worker killed mid-trial (OOM, kill -9) leaves its trial RUNNING; no zombie outlives the run.
         study_lib.sweep_dead_trials(self.cfg, study, storage, None)
         return self._report_failures(procs)
 
+    def _wait(self, procs: list[subprocess.Popen[bytes]], study: optuna.Study) -> None:
+        """Show progress until every worker has exited or a stop is requested."""
+        n_trials = self.cfg.optuna.n_trials
+        try:
+            with Live(console=self.console, refresh_per_second=2, transient=True) as live:
+                # Poll every process (not any(), which stops early) so dead ones are reaped.
+                while not self.stop_request.requested and [p.poll() for p in procs].count(None):
+                    live.update(progress.snapshot(study, n_trials).line())
+                    self._pause(self.poll_s)
+        except OSError:
+            if not self.stop_request.requested:
+                raise
+            # The terminal went away (SIGHUP): nothing to show the stop on, but it goes on.
+
+    def _pause(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stop_request.requested and time.monotonic() < deadline:
+            time.sleep(min(0.05, seconds))
+
+    def _say(self, text: str) -> None:
+        with contextlib.suppress(OSError):  # a terminal that hung up
+            self.console.print(text)
+
     def stop(self, procs: list[subprocess.Popen[bytes]]) -> None:
+        """SIGTERM to every running worker; SIGKILL to those still there after ``STOP_GRACE_S``."""
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)

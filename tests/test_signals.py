@@ -1,0 +1,159 @@
+"""A stopped optimize.py leaves no worker behind.
+
+Outcomes are decided by waiting for them with generous deadlines, never by how long they took.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from aimlutils.hyper_opt.config import load_config
+from tests.conftest import ROOT, run_optimize
+from tests.test_local_run import load_study, start_optimize, states
+
+#: What optimize.py returns when stopped by each signal.
+EXIT_CODES = {signal.SIGTERM: 143, signal.SIGHUP: 129}
+
+
+def wait_for(condition: Callable[[], object], timeout_s: float = 120.0) -> bool:
+    """Poll ``condition`` until it holds or the deadline passes; returns whether it held."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def _processes() -> dict[int, tuple[int, list[str]]]:
+    """Live processes (zombies left out): pid -> (parent pid, command line)."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            argv = (entry / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except (OSError, IndexError):
+            continue
+        if fields[0] != "Z":
+            out[int(entry.name)] = (int(fields[1]), argv)
+    return out
+
+
+def worker_pids(save_path: Path) -> list[int]:
+    """The live worker processes of the study in ``save_path``."""
+    return [
+        pid
+        for pid, (_, argv) in _processes().items()
+        if "aimlutils.hyper_opt.worker" in argv and any(str(save_path) in a for a in argv)
+    ]
+
+
+def training(hyper: Path, model: Path) -> bool:
+    """Whether a trial of the study has drawn its parameters and is running."""
+    try:
+        trials = load_study(hyper, model).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    except Exception:  # no study yet
+        return False
+    return any(t.params for t in trials)
+
+
+def alive(pids: list[int]) -> list[int]:
+    live = _processes()
+    return [pid for pid in pids if pid in live]
+
+
+@pytest.fixture
+def launch() -> Iterator[Callable[..., subprocess.Popen[str]]]:
+    """``start_optimize``; whatever still runs at the test's end is stopped with SIGTERM."""
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(hyper: Path, model: Path, *args: str) -> subprocess.Popen[str]:
+        procs.append(start_optimize(hyper, model, *args))
+        return procs[-1]
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_stopped_optimize_py_leaves_no_worker_and_the_reload_finishes(study_files, launch, signum):
+    n_trials = 30
+    hyper, model = study_files(test={"sleep": 1.5, "steps": 2}, n_trials=n_trials)
+    cfg = load_config(hyper, model, base_dir=hyper.parent)
+    proc = launch(hyper, model, "--workers", "20")
+    # The first trial trains while most of the 20 workers (2 cores here) are still starting up:
+    # importing, loading the study, building the objective.
+    assert wait_for(lambda: training(hyper, model)), proc
+    proc.send_signal(signum)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_CODES[signum], out
+    assert f"{signum.name}: stopping the workers" in out and "set optuna.reload: 1" in out
+    assert wait_for(lambda: not worker_pids(cfg.save_path)), worker_pids(cfg.save_path)
+    study = load_study(hyper, model)
+    counts = states(study)
+    # Each interrupted trial was failed by its own worker, and its parameters (if it had drawn
+    # them yet) queued again.
+    assert "RUNNING" not in counts and counts.get("FAIL", 0) >= 1, counts
+    drawn = {t.number for t in study.trials if t.state == TrialState.FAIL and t.params}
+    queued = {t.user_attrs.get("retry_of") for t in study.trials if t.state == TrialState.WAITING}
+    assert drawn and queued == drawn, counts
+
+    data = yaml.safe_load(model.read_text())
+    data["test"]["sleep"] = 0.0  # the rest of the study, quickly
+    model.write_text(yaml.safe_dump(data))
+    again = run_optimize(hyper, model, "--reload", "--workers", "4")
+    assert again.returncode == 0, again.stdout + again.stderr
+    counts = states(load_study(hyper, model))
+    assert "RUNNING" not in counts and "WAITING" not in counts, counts
+    assert counts.get("COMPLETE", 0) + counts.get("PRUNED", 0) == n_trials, counts
+    assert not worker_pids(cfg.save_path)
+
+
+def test_closing_the_terminal_stops_the_workers(study_files):
+    """The SSH session closes: SIGHUP, and a terminal that can no longer be written to."""
+    hyper, model = study_files(test={"sleep": 1.5, "steps": 2}, n_trials=20)
+    cfg = load_config(hyper, model, base_dir=hyper.parent)
+    argv = [sys.executable, str(ROOT / "optimize.py"), str(hyper), str(model), "--workers", "4"]
+    pid, terminal = pty.fork()  # optimize.py leads a session whose terminal is `terminal`
+    if pid == 0:  # pragma: no cover - the child
+        try:
+            os.chdir(hyper.parent)
+            os.execv(argv[0], argv)  # noqa: S606 (no shell wanted)
+        finally:
+            os._exit(127)
+
+    def drained_and_training() -> bool:
+        while select.select([terminal], [], [], 0)[0]:
+            os.read(terminal, 65536)  # as a terminal shows it, so optimize.py never blocks on it
+        return training(hyper, model)
+
+    try:
+        assert wait_for(drained_and_training)
+    finally:
+        os.close(terminal)  # the terminal hangs up
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 129
+    assert wait_for(lambda: not worker_pids(cfg.save_path)), worker_pids(cfg.save_path)
+    counts = states(load_study(hyper, model))
+    assert "RUNNING" not in counts and counts.get("FAIL", 0) >= 1, counts
