@@ -1,4 +1,4 @@
-"""A stopped optimize.py leaves no worker behind.
+"""A stopped optimize.py leaves no worker behind, even when it is killed.
 
 Outcomes are decided by waiting for them with generous deadlines, never by how long they took.
 """
@@ -11,6 +11,7 @@ import select
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,11 +21,12 @@ import yaml
 from optuna.trial import TrialState
 
 from aimlutils.hyper_opt.config import load_config
+from aimlutils.hyper_opt.lifeline import Lifeline
 from tests.conftest import ROOT, run_optimize
 from tests.test_local_run import load_study, start_optimize, states
 
-#: What optimize.py returns when stopped by each signal.
-EXIT_CODES = {signal.SIGTERM: 143, signal.SIGHUP: 129}
+#: What optimize.py returns when stopped by each signal (SIGKILL: it never returns).
+EXIT_CODES = {signal.SIGTERM: 143, signal.SIGHUP: 129, signal.SIGKILL: -signal.SIGKILL}
 
 
 def wait_for(condition: Callable[[], object], timeout_s: float = 120.0) -> bool:
@@ -62,13 +64,13 @@ def worker_pids(save_path: Path) -> list[int]:
     ]
 
 
-def training(hyper: Path, model: Path) -> bool:
-    """Whether a trial of the study has drawn its parameters and is running."""
+def training(hyper: Path, model: Path) -> set[int]:
+    """The running trials that have reported a step: well into their training."""
     try:
         trials = load_study(hyper, model).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     except Exception:  # no study yet
-        return False
-    return any(t.params for t in trials)
+        return set()
+    return {t.number for t in trials if t.intermediate_values}
 
 
 def alive(pids: list[int]) -> list[int]:
@@ -96,28 +98,31 @@ def launch() -> Iterator[Callable[..., subprocess.Popen[str]]]:
                 proc.communicate()
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGKILL], ids=lambda s: s.name)
 def test_a_stopped_optimize_py_leaves_no_worker_and_the_reload_finishes(study_files, launch, signum):
     n_trials = 30
-    hyper, model = study_files(test={"sleep": 1.5, "steps": 2}, n_trials=n_trials)
+    # Trials of two 2-second steps: the signal comes in the second step of the trials seen.
+    hyper, model = study_files(test={"sleep": 2.0, "steps": 2}, n_trials=n_trials)
     cfg = load_config(hyper, model, base_dir=hyper.parent)
     proc = launch(hyper, model, "--workers", "20")
     # The first trial trains while most of the 20 workers (2 cores here) are still starting up:
     # importing, loading the study, building the objective.
-    assert wait_for(lambda: training(hyper, model)), proc
+    seen: set[int] = set()
+    assert wait_for(lambda: seen.update(training(hyper, model)) or seen), proc
     proc.send_signal(signum)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == EXIT_CODES[signum], out
-    assert f"{signum.name}: stopping the workers" in out and "set optuna.reload: 1" in out
+    if signum != signal.SIGKILL:
+        assert f"{signum.name}: stopping the workers" in out and "set optuna.reload: 1" in out
     assert wait_for(lambda: not worker_pids(cfg.save_path)), worker_pids(cfg.save_path)
     study = load_study(hyper, model)
     counts = states(study)
-    # Each interrupted trial was failed by its own worker, and its parameters (if it had drawn
-    # them yet) queued again.
-    assert "RUNNING" not in counts and counts.get("FAIL", 0) >= 1, counts
-    drawn = {t.number for t in study.trials if t.state == TrialState.FAIL and t.params}
+    # Each interrupted trial was failed by its own worker; those seen training had their
+    # parameters queued again.
+    assert "RUNNING" not in counts, counts
+    assert {study.trials[n].state for n in seen} == {TrialState.FAIL}, counts
     queued = {t.user_attrs.get("retry_of") for t in study.trials if t.state == TrialState.WAITING}
-    assert drawn and queued == drawn, counts
+    assert seen <= queued, (seen, queued)
 
     data = yaml.safe_load(model.read_text())
     data["test"]["sleep"] = 0.0  # the rest of the study, quickly
@@ -132,7 +137,7 @@ def test_a_stopped_optimize_py_leaves_no_worker_and_the_reload_finishes(study_fi
 
 def test_closing_the_terminal_stops_the_workers(study_files):
     """The SSH session closes: SIGHUP, and a terminal that can no longer be written to."""
-    hyper, model = study_files(test={"sleep": 1.5, "steps": 2}, n_trials=20)
+    hyper, model = study_files(test={"sleep": 2.0, "steps": 2}, n_trials=20)
     cfg = load_config(hyper, model, base_dir=hyper.parent)
     argv = [sys.executable, str(ROOT / "optimize.py"), str(hyper), str(model), "--workers", "4"]
     pid, terminal = pty.fork()  # optimize.py leads a session whose terminal is `terminal`
@@ -146,7 +151,7 @@ def test_closing_the_terminal_stops_the_workers(study_files):
     def drained_and_training() -> bool:
         while select.select([terminal], [], [], 0)[0]:
             os.read(terminal, 65536)  # as a terminal shows it, so optimize.py never blocks on it
-        return training(hyper, model)
+        return bool(training(hyper, model))
 
     try:
         assert wait_for(drained_and_training)
@@ -157,3 +162,33 @@ def test_closing_the_terminal_stops_the_workers(study_files):
     assert wait_for(lambda: not worker_pids(cfg.save_path)), worker_pids(cfg.save_path)
     counts = states(load_study(hyper, model))
     assert "RUNNING" not in counts and counts.get("FAIL", 0) >= 1, counts
+
+
+# A stand-in worker: its stop handler, then the lifeline watched once told to, then waiting.
+WATCHER = textwrap.dedent(
+    """\
+    import signal, sys, time
+    from aimlutils.hyper_opt.lifeline import watch_parent
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(print("stopped") or 0))
+    sys.stdin.readline()
+    print("watching", flush=True)
+    watch_parent() or print("no lifeline")
+    time.sleep(120)
+    """
+)
+
+
+def test_a_worker_whose_launcher_is_gone_before_it_watches_stops_at_once():
+    """As when optimize.py dies while the worker is still importing: the end of the pipe stays."""
+    lifeline = Lifeline()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WATCHER],
+        env={**os.environ, **lifeline.env()},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        **lifeline.popen_kwargs(),
+    )
+    lifeline.close()
+    out, _ = proc.communicate("go\n", timeout=60)
+    assert proc.returncode == 0 and out.split() == ["watching", "stopped"], out

@@ -27,6 +27,7 @@ from aimlutils.hyper_opt.base_objective import BaseObjective
 from aimlutils.hyper_opt.command_objective import CommandObjective
 from aimlutils.hyper_opt.config import ConfigError, RunConfig, load_config
 from aimlutils.hyper_opt.launchers.scheduler import scheduler_queue
+from aimlutils.hyper_opt.lifeline import watch_parent
 from aimlutils.hyper_opt.liveness import Liveness
 from aimlutils.hyper_opt.logs import configure_logging
 from aimlutils.hyper_opt.objective_loader import build_objective, import_objective_module
@@ -282,6 +283,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     for signum in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
         signal.signal(signum, StopSignal.handler)
+    watch_parent(signal.SIGTERM)  # a local launcher that dies stops this worker
     try:
         cfg = load_config(args.hyper, args.model)
     except ConfigError as err:

@@ -21,7 +21,7 @@ from aimlutils.hyper_opt import progress
 from aimlutils.hyper_opt import study as study_lib
 from aimlutils.hyper_opt.config import RunConfig
 from aimlutils.hyper_opt.launchers.base import Launcher, save_run_configs
-from aimlutils.hyper_opt.lifeline import StopRequest
+from aimlutils.hyper_opt.lifeline import Lifeline, StopRequest
 from aimlutils.hyper_opt.storage import open_storage
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,8 @@ class LocalLauncher(Launcher):
     """Runs ``n_workers`` worker processes here, shows progress, and waits for them.
 
     SIGINT (Ctrl-C), SIGTERM and SIGHUP to this process stop every worker the same way, workers
-    still starting included.
+    still starting included; if this process dies without a word (SIGKILL, the OOM killer), its
+    workers see their lifeline end and stop by themselves.
     """
 
     def __init__(self, cfg: RunConfig, console: Console | None = None, poll_s: float = 1.0) -> None:
@@ -62,6 +63,7 @@ class LocalLauncher(Launcher):
         self.poll_s = poll_s
         self.log_dir = cfg.save_path / "workers"
         self.stop_request = StopRequest()
+        self._lifeline: Lifeline | None = None
 
     def _env(self, index: int, gpus: list[str]) -> dict[str, str]:
         env = dict(os.environ)
@@ -74,6 +76,8 @@ class LocalLauncher(Launcher):
         command = save_run_configs(self.cfg)
         gpus = visible_gpus()
         self.log_dir.mkdir(parents=True, exist_ok=True)
+        if self._lifeline is None:
+            self._lifeline = Lifeline()
         procs: list[subprocess.Popen[bytes]] = []
         try:
             for index in range(n_workers):
@@ -85,11 +89,12 @@ class LocalLauncher(Launcher):
                     procs.append(
                         subprocess.Popen(
                             command.argv(index, n_workers),
-                            env=self._env(index, gpus),
+                            env={**self._env(index, gpus), **self._lifeline.env()},
                             stdin=subprocess.DEVNULL,
                             stdout=log,
                             stderr=subprocess.STDOUT,
                             start_new_session=True,
+                            **self._lifeline.popen_kwargs(),
                         )
                     )
                 finally:
@@ -120,6 +125,8 @@ class LocalLauncher(Launcher):
             except BaseException:
                 self.stop(procs)  # a failure of the launcher's own leaves no worker behind
                 raise
+            finally:
+                self._close_lifeline()
         # A worker killed mid-trial (OOM, kill -9) leaves its trial RUNNING; no zombie outlives the run.
         study_lib.sweep_dead_trials(self.cfg, study, storage, None)
         return self._report_failures(procs)
@@ -146,6 +153,11 @@ class LocalLauncher(Launcher):
     def _say(self, text: str) -> None:
         with contextlib.suppress(OSError):  # a terminal that hung up
             self.console.print(text)
+
+    def _close_lifeline(self) -> None:
+        if self._lifeline is not None:
+            self._lifeline.close()
+            self._lifeline = None
 
     def stop(self, procs: list[subprocess.Popen[bytes]]) -> None:
         """SIGTERM to every running worker; SIGKILL to those still there after ``STOP_GRACE_S``."""
