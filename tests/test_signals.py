@@ -1,10 +1,11 @@
-"""A stopped optimize.py leaves no worker behind, even when it is killed.
+"""A stopped optimize.py leaves nothing behind: no worker, no process a command objective started.
 
 Outcomes are decided by waiting for them with generous deadlines, never by how long they took.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import select
@@ -22,7 +23,7 @@ from optuna.trial import TrialState
 
 from aimlutils.hyper_opt.config import load_config
 from aimlutils.hyper_opt.lifeline import Lifeline
-from tests.conftest import ROOT, run_optimize
+from tests.conftest import MODEL, ROOT, hyper_config, run_optimize
 from tests.test_local_run import load_study, start_optimize, states
 
 #: What optimize.py returns when stopped by each signal (SIGKILL: it never returns).
@@ -192,3 +193,46 @@ def test_a_worker_whose_launcher_is_gone_before_it_watches_stops_at_once():
     lifeline.close()
     out, _ = proc.communicate("go\n", timeout=60)
     assert proc.returncode == 0 and out.split() == ["watching", "stopped"], out
+
+
+# Starts a child that would outlive it, says who they are, and runs until stopped.
+COMMAND = textwrap.dedent(
+    """\
+    #!/bin/sh
+    sleep 300 &
+    echo "$$ $!" > pids.txt
+    wait
+    """
+)
+
+
+@pytest.mark.parametrize("victim", ["worker", "optimize.py"])
+def test_a_killed_worker_leaves_no_process_of_its_command(tmp_path, launch, victim):
+    script = tmp_path / "train.sh"
+    script.write_text(COMMAND)
+    script.chmod(0o755)
+    data = hyper_config(tmp_path / "results", script, n_trials=1)
+    data["optuna"]["objective"] = {"command": f"{script} {{parameters}}"}
+    hyper, model = tmp_path / "hyper.yml", tmp_path / "model.yml"
+    hyper.write_text(yaml.safe_dump(data))
+    model.write_text(yaml.safe_dump(MODEL))
+    cfg = load_config(hyper, model, base_dir=tmp_path)
+    proc = launch(hyper, model, "--workers", "1")
+    pids_file, mark = cfg.save_path / "trials" / "0" / "pids.txt", cfg.save_path / "running" / "0.json"
+    assert wait_for(lambda: pids_file.exists() and pids_file.read_text().endswith("\n") and mark.exists())
+    worker = json.loads(mark.read_text())["pid"]
+    command = [int(p) for p in pids_file.read_text().split()]  # the script and its `sleep`
+    guards = [
+        pid
+        for pid, (ppid, argv) in _processes().items()
+        if ppid == worker and any(a.endswith("lifeline.py") for a in argv)
+    ]
+    assert len(guards) == 1
+    # The worker killed: its guard stops the command. optimize.py killed: the worker stops as if
+    # told to, and stops the command itself.
+    os.kill(worker if victim == "worker" else proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=120)
+    everyone = [worker, *command, *guards]
+    assert wait_for(lambda: not alive(everyone)), alive(everyone)
+    trial = load_study(hyper, model).trials[0]
+    assert trial.state.name == "FAIL", trial.state  # swept by the launcher, or failed by its worker

@@ -1,4 +1,4 @@
-"""Nothing outlives the process that started it: stop requests and parent-death watches.
+"""Nothing outlives the process that started it: stop requests, parent-death watches, guards.
 
 - :class:`StopRequest`: SIGINT, SIGTERM and SIGHUP become one noted request to stop, which the
   local launcher acts on at its next safe point, so a signal never cuts a storage write in half.
@@ -9,6 +9,11 @@
   stop (running trial failed, parameters queued again). On Linux the launcher also gives each
   worker a parent-death signal before it runs any of its own code, so a worker still starting up
   is stopped at once too.
+- :class:`GroupGuard`: a tiny watchdog process per command that a command objective runs; it
+  stops the command's process group if the worker dies without doing so itself.
+
+This module imports only the standard library: the guard runs it as a script
+(``python -I -S lifeline.py``), which starts in milliseconds.
 """
 
 from __future__ import annotations
@@ -18,9 +23,12 @@ import logging
 import os
 import signal
 import stat
+import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -30,6 +38,8 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 LIFELINE_ENV = "AIMLUTILS_LIFELINE_FD"
 #: ``prctl`` option: the signal this process gets when the thread that started it exits.
 PR_SET_PDEATHSIG = 1
+#: This file, which the guard process runs as a script.
+_SCRIPT = os.path.abspath(__file__)
 
 logger = logging.getLogger(__name__)
 
@@ -178,3 +188,114 @@ def _wait_for_end(fd: int, signum: int) -> None:
         pass
     logger.warning("the process that started this one is gone: stopping")
     os.kill(os.getpid(), signum)
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` still runs.
+
+    Zombies do not count: an orphaned child that exited waits for init to reap it, which some
+    container inits do only every few seconds. Without ``/proc`` (macOS) any member counts.
+    """
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+        except (ProcessLookupError, PermissionError):
+            return False
+        return True
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            # After the command's name, which may hold spaces: state, ppid, pgrp.
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
+            return True
+    return False
+
+
+def stop_group(pgid: int, grace_s: float, reap: Callable[[], object] | None = None) -> None:
+    """Stop process group ``pgid``: SIGTERM, then SIGKILL to what is left after ``grace_s``.
+
+    ``reap`` (``Popen.poll`` of the group's leader, for its parent) runs while waiting, so an
+    exited leader stops counting as a member.
+    """
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, grace_s)):
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            return  # no process of the group is left
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if reap is not None:
+                reap()
+            if not group_alive(pgid):
+                return
+            time.sleep(0.02)
+
+
+class GroupGuard:
+    """A watchdog process that stops a process group if this process dies before it says so.
+
+    Start it before the command, :meth:`watch` the command's group once it runs, and
+    :meth:`release` it after stopping the group yourself. If this process ends first (even by
+    SIGKILL), the guard sees its pipe's end and stops the group, SIGKILL after ``grace_s``.
+    """
+
+    def __init__(self, grace_s: float) -> None:
+        read, self._write = os.pipe()
+        try:
+            # A session of its own, so a signal meant for this process's group spares it.
+            self.proc: subprocess.Popen[bytes] | None = subprocess.Popen(
+                [sys.executable, "-I", "-S", _SCRIPT, str(grace_s)],
+                stdin=read,
+                stdout=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except OSError:
+            self.proc = None  # no guard: the command runs as it did without one
+        finally:
+            os.close(read)
+
+    def watch(self, pgid: int) -> None:
+        self._send(f"{pgid}\n")
+
+    def release(self) -> None:
+        """Tell the guard the group is taken care of, and wait for it to exit."""
+        self._send("done\n")
+        if self._write >= 0:
+            os.close(self._write)
+            self._write = -1
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def _send(self, line: str) -> None:
+        if self._write < 0:
+            return
+        with contextlib.suppress(OSError):  # BrokenPipeError: the guard is gone
+            os.write(self._write, line.encode())
+
+
+def _guard_main(argv: Sequence[str]) -> int:
+    """The guard process: reads the group to watch from stdin; its end before ``done`` stops it."""
+    grace_s = float(argv[0])
+    pgid = None
+    for line in sys.stdin.buffer:
+        text = line.strip()
+        if text == b"done":
+            return 0
+        if text.isdigit():
+            pgid = int(text)
+    if pgid is not None:
+        stop_group(pgid, grace_s)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_guard_main(sys.argv[1:]))
