@@ -21,9 +21,10 @@ adds ``AIMLUTILS_MODEL_CONFIG``, ``AIMLUTILS_TRIAL_NUMBER`` and ``AIMLUTILS_TRIA
 
 A JSON object printed on a line of its own with a ``step`` and the metric
 (``{"step": 3, "val_loss": 0.41}``) is reported to the pruner; a pruned trial's command is stopped
-with its whole process group. The results are ``metrics.json`` when the command writes one in its
-directory, else the last JSON object it printed. A non-zero exit fails the trial with the end of
-its stderr.
+with its whole process group, and so is the command of a worker that dies mid-trial (a watchdog
+process per command, :class:`~aimlutils.hyper_opt.lifeline.GroupGuard`, sees to that). The
+results are ``metrics.json`` when the command writes one in its directory, else the last JSON
+object it printed. A non-zero exit fails the trial with the end of its stderr.
 """
 
 from __future__ import annotations
@@ -34,10 +35,8 @@ import os
 import queue
 import re
 import shlex
-import signal
 import subprocess
 import threading
-import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
@@ -48,6 +47,7 @@ import yaml
 from aimlutils.hyper_opt._text import tail
 from aimlutils.hyper_opt.base_objective import BaseObjective, TrialResultError
 from aimlutils.hyper_opt.errors import Problem, format_value, join_path
+from aimlutils.hyper_opt.lifeline import GroupGuard, stop_group
 from aimlutils.hyper_opt.paths import StudyPaths
 
 #: Placeholders every command may use besides the parameter names.
@@ -272,6 +272,8 @@ def _run(
         open(folder / "stdout.txt", "w", encoding="utf-8") as out,
         open(folder / "stderr.txt", "w", encoding="utf-8") as err,
     ):
+        # Stops the command's group should this worker die without doing it (kill -9, OOM).
+        guard = GroupGuard(KILL_GRACE_S)
         try:
             # A session of its own, so a pruned trial's command is stopped with all its children.
             proc = subprocess.Popen(
@@ -286,7 +288,9 @@ def _run(
                 start_new_session=True,
             )
         except OSError as error:
+            guard.release()
             raise CommandFailed(f"cannot start {argv[0]!r}: {error}") from None
+        guard.watch(proc.pid)
         lines: queue.Queue[str | None] = queue.Queue()
         reader = threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True)
         reader.start()
@@ -311,6 +315,7 @@ def _run(
             code = proc.wait()
         finally:
             _stop(proc)
+            guard.release()
             reader.join(timeout=KILL_GRACE_S)
     if code != 0:
         how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
@@ -354,43 +359,7 @@ def _report(
 
 def _stop(proc: subprocess.Popen[str]) -> None:
     """Stop the command's whole process group: SIGTERM, then SIGKILL after a grace period."""
-    for sig, wait_s in ((signal.SIGTERM, KILL_GRACE_S), (signal.SIGKILL, KILL_GRACE_S)):
-        try:
-            os.killpg(proc.pid, sig)
-        except (ProcessLookupError, PermissionError):
-            return  # no process of the group is left
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline:
-            proc.poll()  # reaps the leader, so it stops counting as a member
-            if not _group_alive(proc.pid):
-                return
-            time.sleep(0.02)
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether a process of group ``pgid`` still runs.
-
-    Zombies do not count: an orphaned child that exited waits for init to reap it, which some
-    container inits do only every few seconds. Without ``/proc`` (macOS) any member counts.
-    """
-    proc = Path("/proc")
-    if not proc.is_dir():
-        try:
-            os.killpg(pgid, 0)
-        except (ProcessLookupError, PermissionError):
-            return False
-        return True
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            # After the command's name, which may hold spaces: state, ppid, pgrp.
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if len(fields) > 2 and fields[2] == str(pgid) and fields[0] != "Z":
-            return True
-    return False
+    stop_group(proc.pid, KILL_GRACE_S, reap=proc.poll)
 
 
 def _stderr_tail(folder: Path) -> str:

@@ -43,6 +43,7 @@ from aimlutils.hyper_opt.coordination import (
     trial_row,
     write_record,
 )
+from aimlutils.hyper_opt.lifeline import watch_parent
 from aimlutils.hyper_opt.logs import configure_logging
 from aimlutils.hyper_opt.objective_loader import build_objective, import_objective_module
 from aimlutils.hyper_opt.storage import open_storage
@@ -341,6 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     for signum in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
         signal.signal(signum, StopSignal.handler)
+    watch_parent(signal.SIGTERM)  # a local launcher that dies stops this worker
     try:
         cfg = load_config(args.hyper, args.model)
     except ConfigError as err:

@@ -175,7 +175,7 @@ def execute(
         + (f" on GPUs {', '.join(gpus)}" if cfg.optuna.gpu and gpus else ""),
     )
     code = LocalLauncher(cfg, console).launch(the_plan.n_workers)
-    if code != 130:
+    if code < 128:  # 128 + a signal's number: stopped by it
         progress.print_summary(console, study, cfg.optuna.n_trials, paths, cfg.optuna.target)
     return code
 

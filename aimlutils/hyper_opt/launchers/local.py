@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -11,6 +12,7 @@ import time
 from collections.abc import Mapping
 from typing import IO
 
+import optuna
 from rich.console import Console
 from rich.live import Live
 
@@ -20,6 +22,7 @@ from aimlutils.hyper_opt._text import tail
 from aimlutils.hyper_opt.config import RunConfig
 from aimlutils.hyper_opt.coordination import recover_study
 from aimlutils.hyper_opt.launchers.base import Launcher, save_run_configs
+from aimlutils.hyper_opt.lifeline import Lifeline, StopRequest
 from aimlutils.hyper_opt.storage import open_storage
 
 logger = logging.getLogger(__name__)
@@ -48,13 +51,20 @@ def default_workers(gpu: bool, gpus: list[str]) -> int:
 
 
 class LocalLauncher(Launcher):
-    """Runs ``n_workers`` worker processes here, shows progress, and waits for them."""
+    """Runs ``n_workers`` worker processes here, shows progress, and waits for them.
+
+    SIGINT (Ctrl-C), SIGTERM and SIGHUP to this process stop every worker the same way, workers
+    still starting included; if this process dies without a word (SIGKILL, the OOM killer), its
+    workers see their lifeline end and stop by themselves.
+    """
 
     def __init__(self, cfg: RunConfig, console: Console | None = None, poll_s: float = 1.0) -> None:
         super().__init__(cfg)
         self.console = console or Console()
         self.poll_s = poll_s
         self.log_dir = cfg.paths.worker_logs
+        self.stop_request = StopRequest()
+        self._lifeline: Lifeline | None = None
 
     def _env(self, index: int, gpus: list[str]) -> dict[str, str]:
         env = dict(os.environ)
@@ -63,48 +73,95 @@ class LocalLauncher(Launcher):
         return env
 
     def start(self, n_workers: int) -> list[subprocess.Popen[bytes]]:
+        """Start the workers; after a stop request (see :meth:`launch`), no more of them."""
         command = save_run_configs(self.cfg)
         gpus = visible_gpus()
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        procs = []
-        for index in range(n_workers):
-            log: IO[bytes] = open(self.cfg.paths.worker_log(index), "ab")  # noqa: SIM115
-            # A session of its own: Ctrl-C reaches the launcher only, which stops workers once.
-            procs.append(
-                subprocess.Popen(
-                    command.argv(index, n_workers),
-                    env=self._env(index, gpus),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )
-            log.close()
+        if self._lifeline is None:
+            self._lifeline = Lifeline()
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
+            for index in range(n_workers):
+                if self.stop_request.requested:
+                    break
+                log: IO[bytes] = open(self.cfg.paths.worker_log(index), "ab")  # noqa: SIM115
+                # A session of its own: Ctrl-C reaches the launcher only, which stops workers once.
+                try:
+                    procs.append(
+                        subprocess.Popen(
+                            command.argv(index, n_workers),
+                            env={**self._env(index, gpus), **self._lifeline.env()},
+                            stdin=subprocess.DEVNULL,
+                            stdout=log,
+                            stderr=subprocess.STDOUT,
+                            start_new_session=True,
+                            **self._lifeline.popen_kwargs(),
+                        )
+                    )
+                finally:
+                    log.close()
+        except BaseException:
+            self.stop(procs)  # e.g. out of processes or file descriptors: none left half-started
+            raise
         return procs
 
     def launch(self, n_workers: int) -> int:
-        procs = self.start(n_workers)
-        storage = open_storage(self.cfg.storage)
-        study = study_lib.load(self.cfg, storage, n_workers)
-        n_trials = self.cfg.optuna.n_trials
-        try:
-            with Live(console=self.console, refresh_per_second=2, transient=True) as live:
-                # Poll every process (not any(), which stops early) so dead ones are reaped.
-                while [p.poll() for p in procs].count(None):
-                    live.update(progress.snapshot(study, n_trials).line())
-                    time.sleep(self.poll_s)
-        except KeyboardInterrupt:
-            self.console.print("Stopping the workers; their running trials are marked FAIL ...")
-            self.stop(procs)
-            recover_study(study, storage, self.cfg.paths, None, max_retries=0)
-            self.console.print("Stopped. The study is saved; set optuna.reload: 1 to continue it.")
-            return 130
+        # Signals are only noted while workers start and run, and acted on between two looks at
+        # the study: a signal never cuts a storage write in half, nor a worker's start.
+        with self.stop_request as request:
+            procs: list[subprocess.Popen[bytes]] = []
+            try:
+                procs = self.start(n_workers)
+                storage = open_storage(self.cfg.storage)
+                study = study_lib.load(self.cfg, storage, n_workers)
+                self._wait(procs, study)
+                if request.requested:
+                    self._say(
+                        f"{request.name}: stopping the workers; their running trials are marked FAIL ..."
+                    )
+                    self.stop(procs)
+                    recover_study(study, storage, self.cfg.paths, None, max_retries=0)
+                    self._say("Stopped. The study is saved; set optuna.reload: 1 to continue it.")
+                    return request.exit_code
+            except BaseException:
+                self.stop(procs)  # a failure of the launcher's own leaves no worker behind
+                raise
+            finally:
+                self._close_lifeline()
         # A worker killed mid-trial (OOM, kill -9) leaves its trial RUNNING; no zombie outlives the run.
         recover_study(study, storage, self.cfg.paths, None, self.cfg.optuna.max_retries)
         return self._report_failures(procs)
 
+    def _wait(self, procs: list[subprocess.Popen[bytes]], study: optuna.Study) -> None:
+        """Show progress until every worker has exited or a stop is requested."""
+        n_trials = self.cfg.optuna.n_trials
+        try:
+            with Live(console=self.console, refresh_per_second=2, transient=True) as live:
+                # Poll every process (not any(), which stops early) so dead ones are reaped.
+                while not self.stop_request.requested and [p.poll() for p in procs].count(None):
+                    live.update(progress.snapshot(study, n_trials).line())
+                    self._pause(self.poll_s)
+        except OSError:
+            if not self.stop_request.requested:
+                raise
+            # The terminal went away (SIGHUP): nothing to show the stop on, but it goes on.
+
+    def _pause(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self.stop_request.requested and time.monotonic() < deadline:
+            time.sleep(min(0.05, seconds))
+
+    def _say(self, text: str) -> None:
+        with contextlib.suppress(OSError):  # a terminal that hung up
+            self.console.print(text)
+
+    def _close_lifeline(self) -> None:
+        if self._lifeline is not None:
+            self._lifeline.close()
+            self._lifeline = None
+
     def stop(self, procs: list[subprocess.Popen[bytes]]) -> None:
+        """SIGTERM to every running worker; SIGKILL to those still there after ``STOP_GRACE_S``."""
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
