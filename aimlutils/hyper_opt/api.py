@@ -35,7 +35,7 @@ from aimlutils.hyper_opt.base_objective import BaseObjective
 from aimlutils.hyper_opt.config import RunConfig, check_config, load_config
 from aimlutils.hyper_opt.coordination import recover_study
 from aimlutils.hyper_opt.launchers import LocalLauncher, save_run_configs
-from aimlutils.hyper_opt.storage import open_storage
+from aimlutils.hyper_opt.storage import open_for_command
 
 if TYPE_CHECKING:
     import submitit
@@ -76,7 +76,7 @@ def _plain(data: Mapping[str, Any]) -> dict[str, Any]:
 def _open_study(cfg: RunConfig, n_workers: int) -> optuna.Study:
     """Create or reload the study and fail the trials that lost their workers before."""
     cfg.save_path.mkdir(parents=True, exist_ok=True)
-    storage = open_storage(cfg.storage)
+    storage = open_for_command(cfg.storage)
     study, reloaded = study_lib.create_or_load(cfg, storage, n_workers)
     if reloaded:
         recover_study(study, storage, cfg.paths, None, cfg.optuna.max_retries)
@@ -114,7 +114,7 @@ def optimize(
         executor = submitit.LocalExecutor(folder=cfg.save_path / "submitit")
         for job in _submit_workers(cfg, executor, workers, objective):
             job.result()
-    return study_lib.load(cfg, open_storage(cfg.storage), workers)
+    return study_lib.load(cfg, open_for_command(cfg.storage), workers)
 
 
 def submit(

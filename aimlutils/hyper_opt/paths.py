@@ -60,6 +60,16 @@ class StudyPaths:
         return self.root / ".queue.json"
 
     @property
+    def proxy_address(self) -> Path:
+        """Where the study's storage proxy listens, written by the proxy, read by workers."""
+        return self.root / "proxy.json"
+
+    @property
+    def sweep_turn(self) -> Path:
+        """When a worker last looked for dead workers' trials, so that one does it at a time."""
+        return self.root / ".sweep.turn"
+
+    @property
     def jobs(self) -> Path:
         """Job scripts and the scheduler's output files."""
         return self.root / "jobs"

@@ -8,7 +8,7 @@ import logging
 import os
 import re
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +23,8 @@ from optuna.storages.journal import (
 from optuna.storages.journal._storage import JournalOperation
 
 from aimlutils.hyper_opt.coordination.records import RECORD_ATTR
+from aimlutils.hyper_opt.errors import ConfigError, Problem
+from aimlutils.hyper_opt.resilient import StorageUnavailable, resilient, with_retries
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +38,12 @@ DEFAULT_JOURNAL = "study.journal"
 HEARTBEAT_INTERVAL_S = 60
 GRACE_PERIOD_S = 180
 SQLITE_BUSY_TIMEOUT_S = 120
+#: How long a call waits for the storage to come back by default (``optuna.storage_wait_s``).
+DEFAULT_WAIT_S = 900.0
+#: How long ``optimize.py`` and its commands wait for a storage that does not answer.
+COMMAND_WAIT_S = 10.0
+#: How long a worker's thread waits for its one database connection while the other thread has it.
+POOL_TIMEOUT_S = 300
 
 _SCHEMES: dict[str, StorageKind] = {
     "sqlite": "sqlite",
@@ -151,20 +159,49 @@ class _RecordWithNextWrite(BaseJournalBackend):
         ):
             self._held.extend(logs)
             return
-        held, self._held = self._held, []
-        self._backend.append_logs(held + logs)
+        # Cleared only once written: a write that fails (a file server hiccup) is tried again
+        # with the record still in it.
+        self._backend.append_logs(self._held + logs)
+        self._held = []
 
 
-def open_storage(spec: StorageSpec, retries: int = 1) -> BaseStorage:
-    """Open the storage; RDB storages get a heartbeat so a dead worker's trial is retried."""
-    # The Redis journal and the heartbeat are marked experimental by Optuna; they are chosen
-    # on purpose here, so their warnings would only alarm users at every worker start.
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ExperimentalWarning)
-        return _open(spec, retries)
+def open_storage(
+    spec: StorageSpec,
+    retries: int = 1,
+    wait_s: float = DEFAULT_WAIT_S,
+    connections: int = 2,
+    proxy: Callable[[], BaseStorage] | None = None,
+    name: str = "aimlutils",
+) -> BaseStorage:
+    """Open the storage, waiting out an outage of up to ``wait_s`` seconds at any call.
+
+    RDB storages get a heartbeat so a dead worker's trial is retried, and a pool of
+    ``connections``: a worker asks for one, which its heartbeat thread shares; ``name`` tells
+    PostgreSQL whose connection it is (``application_name``). ``proxy`` opens a
+    client of the study's storage proxy instead (it is asked again after each failed call, since
+    a restarted proxy may listen elsewhere).
+    """
+    if proxy is not None:
+        where = f"{spec} (through its proxy)"
+        return resilient(_first_answer(proxy, wait_s, where), wait_s, where, proxy)
+    backend = _first_answer(lambda: _open(spec, retries, connections, name), wait_s, str(spec))
+    return resilient(backend, wait_s, str(spec))
 
 
-def _open(spec: StorageSpec, retries: int) -> BaseStorage:
+def _first_answer(opener: Callable[[], BaseStorage], wait_s: float, where: str) -> BaseStorage:
+    """``opener()``, tried again while the storage cannot be reached, for up to ``wait_s``."""
+
+    def attempt(first: bool) -> BaseStorage:
+        # The Redis journal and the heartbeat are marked experimental by Optuna; they are
+        # chosen on purpose here, so their warnings would only alarm users at every start.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            return opener()
+
+    return with_retries(attempt, wait_s, where)
+
+
+def _open(spec: StorageSpec, retries: int, connections: int, name: str) -> BaseStorage:
     if spec.kind == "journal":
         Path(spec.location).parent.mkdir(parents=True, exist_ok=True)
         # The open(2)-based lock works on NFS, where symlink locks may not.
@@ -172,16 +209,49 @@ def _open(spec: StorageSpec, retries: int) -> BaseStorage:
         return JournalStorage(_RecordWithNextWrite(JournalFileBackend(spec.location, lock_obj=lock)))
     if spec.kind == "redis":
         return JournalStorage(JournalRedisBackend(spec.location))
-    engine_kwargs: dict[str, object] = {"pool_pre_ping": True}
+    # With hundreds of workers, connections are what a database runs out of first (PostgreSQL
+    # allows 100 by default): a worker holds one, shared with its heartbeat thread.
+    engine_kwargs: dict[str, object] = {
+        "pool_pre_ping": True,
+        "pool_size": connections,
+        "max_overflow": 0,
+        "pool_timeout": POOL_TIMEOUT_S,
+    }
+    if spec.kind == "postgresql":
+        # Shown in pg_stat_activity, so a DBA sees whose connections these are.
+        engine_kwargs["connect_args"] = {"application_name": name[:63]}
     if spec.kind == "sqlite":
+        Path(spec.location.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
     return RDBStorage(
         spec.location,
         engine_kwargs=engine_kwargs,
+        # Optuna's schema check nests a second connection, which one connection cannot give;
+        # optimize.py, which opens the storage with two before any worker starts, makes it.
+        skip_compatibility_check=connections < 2,
         heartbeat_interval=HEARTBEAT_INTERVAL_S,
         grace_period=GRACE_PERIOD_S,
         heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=retries),
     )
+
+
+def open_for_command(spec: StorageSpec, wait_s: float = COMMAND_WAIT_S) -> BaseStorage:
+    """The storage for ``optimize.py`` and its commands: a storage that does not answer within
+    ``wait_s`` is a config error naming it (password hidden), not a traceback."""
+    try:
+        return open_storage(spec, wait_s=wait_s)
+    except StorageUnavailable as err:
+        cause = err.__cause__ or err
+        first_line = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        raise ConfigError(
+            [
+                Problem(
+                    "optuna.storage",
+                    f"{spec} does not answer ({redact(first_line)}); check that the server runs and "
+                    "the URL's host, port, user, password and database",
+                )
+            ]
+        ) from None
 
 
 def study_exists(storage: BaseStorage, name: str) -> bool:

@@ -36,6 +36,7 @@ from aimlutils.hyper_opt.coordination import (
     ResultsCsv,
     Room,
     RunningTrials,
+    StudyTurn,
     TrialBudget,
     claim_trial,
     requeue,
@@ -46,12 +47,19 @@ from aimlutils.hyper_opt.coordination import (
 from aimlutils.hyper_opt.lifeline import watch_parent
 from aimlutils.hyper_opt.logs import configure_logging
 from aimlutils.hyper_opt.objective_loader import build_objective, import_objective_module
+from aimlutils.hyper_opt.proxy import client_opener
+from aimlutils.hyper_opt.resilient import StorageUnavailable
 from aimlutils.hyper_opt.storage import open_storage
 
-logger = logging.getLogger(__name__)
+# Named, not __name__: run with -m, this module is __main__, outside the package's logger.
+logger = logging.getLogger("aimlutils.hyper_opt.worker")
 
 #: How often a worker looks for trials of dead workers while the study runs.
 SWEEP_INTERVAL_S = 60.0
+#: While running trials fill the budget, dead workers' trials are looked for this often.
+WAITING_SWEEP_INTERVAL_S = 5.0
+#: A worker's exit code when the storage stayed unreachable past ``optuna.storage_wait_s``.
+STORAGE_GONE_EXIT_CODE = 75
 
 
 def device_for(gpu: bool, environ: Mapping[str, str] = os.environ) -> str:
@@ -118,6 +126,13 @@ def build_worker_objective(
     return objective
 
 
+def worker_storage(cfg: RunConfig, index: int) -> optuna.storages.BaseStorage:
+    """The study's storage as a worker holds it: one database connection, or none through the proxy."""
+    proxy = client_opener(cfg.paths) if cfg.optuna.proxy_section is not None else None
+    name = f"aimlutils worker {index} {cfg.study_name}"
+    return open_storage(cfg.storage, wait_s=cfg.optuna.storage_wait_s, connections=1, proxy=proxy, name=name)
+
+
 class Worker:
     """Runs trials one after another until the study's ``n_trials`` are done.
 
@@ -138,7 +153,7 @@ class Worker:
         reraise: bool = False,
     ) -> None:
         self.cfg = cfg
-        self.storage = open_storage(cfg.storage)
+        self.storage = worker_storage(cfg, index)
         self.study = study_lib.load(cfg, self.storage, n_workers, index)
         self._study_id = self.storage.get_study_id_from_name(self.study.study_name)
         self.budget = TrialBudget(self.study, self.storage, cfg.optuna.n_trials, cfg.optuna.target)
@@ -150,7 +165,7 @@ class Worker:
         self.reraise = reraise
         self.identity = worker_identity(index)
         self.liveness = _liveness(cfg, os.environ)
-        self._swept = time.monotonic()
+        self.sweep_turn = StudyTurn(cfg.paths.sweep_turn)
         self.job_end = job_end(os.environ.get("AIMLUTILS_JOB_END"))
         self._durations: list[float] = []
         self.objective = build_worker_objective(cfg, self.study, self.identity, objective_class)
@@ -164,7 +179,8 @@ class Worker:
                 if claimed is Room.DONE:
                     break
                 if claimed is Room.WAIT:  # running trials fill the budget; one may still fail
-                    self._sweep()
+                    if self.sweep_turn.take(WAITING_SWEEP_INTERVAL_S):
+                        self._sweep()
                     time.sleep(self.poll_s)
                     continue
                 if isinstance(claimed, optuna.Trial):
@@ -180,7 +196,7 @@ class Worker:
 
     def _claim(self) -> optuna.Trial | Room | None:
         """A new trial of this worker's, a :class:`Room` that says why not, or ``None`` to try again."""
-        if time.monotonic() - self._swept >= SWEEP_INTERVAL_S:
+        if self.sweep_turn.take(SWEEP_INTERVAL_S):
             self._sweep()
         if is_heartbeat_enabled(self.storage):
             with warnings.catch_warnings():  # experimental in Optuna; chosen on purpose here
@@ -273,7 +289,6 @@ class Worker:
 
     def _sweep(self) -> None:
         """Fail the trials of dead workers, so their places are not held to the end."""
-        self._swept = time.monotonic()
         sweep_dead_trials(
             self.study,
             self.storage,
@@ -357,6 +372,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         logger.warning("stopped by a signal; the running trial was marked FAIL and queued again")
         return 130 if StopSignal.signum in (None, signal.SIGINT) else 0
+    except StorageUnavailable as err:
+        # Its running trial stays RUNNING: the reload (or a live worker's sweep) recovers it.
+        logger.error("stopping: %s", err)
+        return STORAGE_GONE_EXIT_CODE
     if StopSignal.signum is not None:
         logger.warning("stopped by a signal between trials; ran %d", ran)
         return 130 if StopSignal.signum == signal.SIGINT else 0

@@ -26,7 +26,7 @@ from aimlutils.hyper_opt.report import (
     wall_time,
     write_report,
 )
-from aimlutils.hyper_opt.storage import open_storage, study_exists
+from aimlutils.hyper_opt.storage import open_for_command, study_exists
 
 #: Exit code when the study does not exist.
 NO_STUDY_EXIT_CODE = 1
@@ -77,7 +77,7 @@ def open_existing(cfg: RunConfig) -> BaseStorage | None:
     """The study's storage, or ``None`` when the study does not exist (nothing is created)."""
     if cfg.storage.kind == "journal" and not Path(cfg.storage.location).exists():
         return None
-    storage = open_storage(cfg.storage)
+    storage = open_for_command(cfg.storage)
     return storage if study_exists(storage, cfg.study_name) else None
 
 

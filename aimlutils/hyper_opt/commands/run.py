@@ -19,7 +19,7 @@ import optuna
 from optuna.trial import TrialState
 from rich.console import Console
 
-from aimlutils.hyper_opt import grid, progress
+from aimlutils.hyper_opt import capacity, grid, progress
 from aimlutils.hyper_opt import study as study_lib
 from aimlutils.hyper_opt.commands.common import say
 from aimlutils.hyper_opt.config import RunConfig, load_config
@@ -34,7 +34,7 @@ from aimlutils.hyper_opt.launchers import (
 )
 from aimlutils.hyper_opt.logs import configure_logging
 from aimlutils.hyper_opt.schedulers import SubmitError
-from aimlutils.hyper_opt.storage import open_storage
+from aimlutils.hyper_opt.storage import open_for_command, study_exists
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,9 +118,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if launcher is not None and (problem := missing_submit_program(cfg, launcher)):
         say(console, problem)
         return CONFIG_ERROR_EXIT_CODE
+    storage = open_for_command(cfg.storage)  # before anything is created: it may not answer
     cfg.save_path.mkdir(parents=True, exist_ok=True)
     configure_logging(cfg.log_file, prefix="optimize", console_level=logging.WARNING)  # progress shows
-    storage = open_storage(cfg.storage)
     if args.export_csv:
         return export_csv(cfg, storage, console)
     gpus = visible_gpus() if launcher is None else []
@@ -129,6 +129,12 @@ def run(args: argparse.Namespace, console: Console) -> int:
         if launcher
         else (args.workers or default_workers(cfg.optuna.gpu, gpus))
     )
+    # A new study is refused before it is made; a reloaded one once its remaining trials are known.
+    local = launcher is None
+    new = not study_exists(storage, cfg.study_name)
+    if new and (problem := connection_problem(cfg, min(wanted, cfg.optuna.n_trials), local)):
+        say(console, problem)
+        return CONFIG_ERROR_EXIT_CODE
     try:
         study, reloaded = study_lib.create_or_load(cfg, storage, wanted)
     except study_lib.StudyExistsError as err:
@@ -144,12 +150,24 @@ def run(args: argparse.Namespace, console: Console) -> int:
             )
     if args.debug:
         return debug_one_trial(cfg, console)
-    return execute(cfg, study, plan(cfg, study, launcher, wanted), launcher, reloaded, console)
+    the_plan = plan(cfg, study, launcher, wanted)
+    if not new and the_plan.n_workers and (problem := connection_problem(cfg, the_plan.n_workers, local)):
+        say(console, problem)
+        return CONFIG_ERROR_EXIT_CODE
+    return execute(cfg, study, storage, the_plan, launcher, reloaded, console)
+
+
+def connection_problem(cfg: RunConfig, n_workers: int, local: bool) -> str | None:
+    """Why the database cannot take the workers (or the proxy), or ``None`` when it can."""
+    proxy = cfg.optuna.proxy_section
+    connections = proxy.connections if proxy is not None else n_workers
+    return capacity.connection_problem(cfg.storage, connections, proxy is not None, local)
 
 
 def execute(
     cfg: RunConfig,
     study: optuna.Study,
+    storage: optuna.storages.BaseStorage,
     the_plan: Plan,
     launcher: BatchLauncher | None,
     reloaded: bool,
@@ -174,7 +192,7 @@ def execute(
         f"{the_plan.n_workers} local workers"
         + (f" on GPUs {', '.join(gpus)}" if cfg.optuna.gpu and gpus else ""),
     )
-    code = LocalLauncher(cfg, console).launch(the_plan.n_workers)
+    code = LocalLauncher(cfg, console).launch(the_plan.n_workers, study, storage)
     if code < 128:  # 128 + a signal's number: stopped by it
         progress.print_summary(console, study, cfg.optuna.n_trials, paths, cfg.optuna.target)
     return code
@@ -182,11 +200,14 @@ def execute(
 
 def dry_run(launcher: BatchLauncher, console: Console) -> int:
     """Print the script and the submit command(s) for a full set of jobs; submit nothing."""
-    job = launcher.plan(launcher.section.jobs * launcher.workers_per_job)
-    say(console, f"# {job.path}")
-    say(console, job.text)
-    for command in job.submit:
-        say(console, f"# submit: {command}")
+    jobs = [launcher.plan(launcher.section.jobs * launcher.workers_per_job)]
+    if launcher.cfg.optuna.proxy_section is not None:
+        jobs.insert(0, launcher.plan_proxy())
+    for job in jobs:
+        say(console, f"# {job.path}")
+        say(console, job.text)
+        for command in job.submit:
+            say(console, f"# submit: {command}")
     return 0
 
 

@@ -13,10 +13,12 @@ from rich.table import Table
 from aimlutils.hyper_opt import progress
 from aimlutils.hyper_opt import study as study_lib
 from aimlutils.hyper_opt.commands.common import load_for_study, say
+from aimlutils.hyper_opt.config import RunConfig
 from aimlutils.hyper_opt.coordination import RunningTrials, alive, recover_study
 from aimlutils.hyper_opt.launchers import read_jobs, scheduler_for
+from aimlutils.hyper_opt.proxy import ProxyAddress, answers
 from aimlutils.hyper_opt.schedulers import Scheduler, SubmitError
-from aimlutils.hyper_opt.storage import open_storage
+from aimlutils.hyper_opt.storage import open_for_command
 
 #: How long ``cancel`` waits for cancelled workers to fail their own trials.
 CANCEL_WAIT_S = 20.0
@@ -25,7 +27,7 @@ CANCEL_WAIT_S = 20.0
 def status(args: argparse.Namespace, console: Console) -> int:
     """Trials by state against ``n_trials``, the best so far, running trials and the jobs."""
     cfg = load_for_study(args.hyper, args.model)
-    storage = open_storage(cfg.storage)
+    storage = open_for_command(cfg.storage)
     study = study_lib.load(cfg, storage, 1)
     scheduler = scheduler_for(cfg)
     queue: dict[str, str] = {}
@@ -50,6 +52,8 @@ def status(args: argparse.Namespace, console: Console) -> int:
     say(console, snap.line())
     if snap.best_value is not None:
         say(console, f"Best value {snap.best_value:.6g} with {snap.best_params}")
+    if cfg.optuna.proxy_section is not None:
+        say(console, proxy_line(cfg))
     owners = RunningTrials.of(cfg.paths)
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     if running:
@@ -64,15 +68,28 @@ def status(args: argparse.Namespace, console: Console) -> int:
         console.print(table)
     if jobs:
         table = Table(title="Jobs")
-        for column in ("job", "workers", "submitted", "queue state"):
+        for column in ("job", "role", "workers", "submitted", "queue state"):
             table.add_column(column)
         for job in jobs:
             states = sorted(
                 {s for j, s in queue.items() if j == job.job_id or j.startswith(job.job_id + "_")}
             )
-            table.add_row(job.job_id, str(job.workers), job.submitted, ", ".join(states) or "ended")
+            table.add_row(job.job_id, job.role, str(job.workers), job.submitted, ", ".join(states) or "ended")
         console.print(table)
     return 0
+
+
+def proxy_line(cfg: RunConfig) -> str:
+    """Where the study's storage proxy is, and whether it answers."""
+    address = ProxyAddress.read(cfg.paths.proxy_address)
+    if address is None:
+        return f"Storage proxy: none running ({cfg.paths.proxy_address} does not exist)"
+    state = (
+        "answering"
+        if answers(address, timeout=5)
+        else "NOT answering (optimize.py --reload starts a new one)"
+    )
+    return f"Storage proxy: {address}, {state}"
 
 
 def cancel(args: argparse.Namespace, console: Console) -> int:
@@ -87,7 +104,7 @@ def cancel(args: argparse.Namespace, console: Console) -> int:
     live = [j.job_id for j in jobs if scheduler.job_alive(j.job_id, queue)]
     if live:
         scheduler.cancel(live)
-    storage = open_storage(cfg.storage)
+    storage = open_for_command(cfg.storage)
     study = study_lib.load(cfg, storage, 1)
     owners = RunningTrials.of(cfg.paths)
     # Cancelled workers fail and re-queue their own trials; wait for them, then do it for them.

@@ -113,6 +113,7 @@ def check_config(
     problems += _check_enqueue(optuna_raw, space)
     storage, found = _storage(optuna_raw, save_path or base_dir, base_dir)
     problems += found
+    problems += _check_proxy(section, storage)
     problems += _check_schedulers(hyper, optuna_raw.get("gpu") is True)
     no_objective = objective is None and command is None and not objective_given
     if problems or schema is None or save_path is None or no_objective or storage is None:
@@ -335,6 +336,22 @@ def _storage(
         return None, [Problem("optuna.storage", f"got {format_value(storage)}; {err}")]
     driver = missing_driver(spec)
     return spec, ([Problem("optuna.storage", driver)] if driver else [])
+
+
+def _check_proxy(section: OptunaSection | None, storage: StorageSpec | None) -> list[Problem]:
+    if section is None or section.proxy_section is None or storage is None:
+        return []
+    if storage.kind in ("postgresql", "mysql"):
+        return []
+    return [
+        Problem(
+            "optuna.proxy",
+            f"the storage proxy fronts PostgreSQL or MySQL, but optuna.storage is {storage.kind} "
+            f"({storage}); "
+            "a journal file or Redis needs no proxy (and Optuna's proxy can lose trials with them), "
+            "SQLite cannot serve many workers: remove optuna.proxy, or use a database URL",
+        )
+    ]
 
 
 def _log_file(schema: HyperConfigSchema, save_path: Path, base_dir: Path) -> Path | None:

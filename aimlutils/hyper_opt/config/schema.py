@@ -26,6 +26,19 @@ class LogSection(_Section):
     save_path: str | None = None
 
 
+class ProxySection(_Section):
+    """``optuna.proxy``: where the storage proxy listens, and the options of its own batch job."""
+
+    # The address workers connect to; the proxy listens on every interface unless this is a
+    # loopback address. Default: the proxy's host name (127.0.0.1 for local runs).
+    host: str | None = None
+    port: int = Field(default=0, ge=0, le=65535)  # 0: any free port
+    # Scheduler options of the proxy's job, on top of the workers' (without their GPU requests).
+    batch: dict[str, Any] = Field(default_factory=dict)
+    # Database connections the proxy holds (its request threads share them).
+    connections: int = Field(default=4, ge=1, le=64)
+
+
 class OptunaSection(_Section):
     """``optuna``: the study, its objective and its search space."""
 
@@ -50,6 +63,17 @@ class OptunaSection(_Section):
     max_retries: int = Field(default=1, ge=0)
     # The study ends once a trial reaches this value of the metric (in its direction).
     target: float | None = None
+    # How long a worker waits for an unreachable storage (a restarting database) before it stops.
+    storage_wait_s: float = Field(default=900.0, gt=0)
+    # Optuna's gRPC storage proxy in front of PostgreSQL/MySQL: workers hold no database connection.
+    proxy: bool | ProxySection = False
+
+    @property
+    def proxy_section(self) -> ProxySection | None:
+        """The proxy's settings, or ``None`` without a proxy."""
+        if self.proxy is True:
+            return ProxySection()
+        return self.proxy if isinstance(self.proxy, ProxySection) else None
 
     @property
     def metrics(self) -> tuple[str, ...]:

@@ -6,6 +6,7 @@
 - :mod:`~.owners`: which worker runs each RUNNING trial (``save_path/running/``).
 - :mod:`~.liveness`: is that worker alive: its pid on this host, its job in the queue elsewhere.
 - :mod:`~.recovery`: dead workers' trials failed and their parameters queued again.
+- :mod:`~.turns`: periodic jobs (that recovery) done by one worker of the study at a time.
 - :mod:`~.records`: what is stored on each trial, in one write.
 - :mod:`~.results_csv`: ``trial_results.csv``, one row per finished trial, from many workers.
 """
@@ -30,6 +31,7 @@ from aimlutils.hyper_opt.coordination.recovery import (
     sweep_dead_trials,
 )
 from aimlutils.hyper_opt.coordination.results_csv import FINISHED, ResultsCsv, trial_row
+from aimlutils.hyper_opt.coordination.turns import StudyTurn
 
 __all__ = [
     "APPLIED_ATTR",
@@ -44,6 +46,7 @@ __all__ = [
     "ResultsCsv",
     "Room",
     "RunningTrials",
+    "StudyTurn",
     "TrialBudget",
     "alive",
     "claim_trial",

@@ -1,13 +1,8 @@
 """Launchers start workers: local processes, or batch jobs of a scheduler."""
 
 from aimlutils.hyper_opt.launchers.base import Launcher, WorkerCommand, save_run_configs
-from aimlutils.hyper_opt.launchers.batch import (
-    BatchLauncher,
-    JobRecord,
-    batch_launcher,
-    read_jobs,
-    scheduler_for,
-)
+from aimlutils.hyper_opt.launchers.batch import BatchLauncher, batch_launcher, scheduler_for
+from aimlutils.hyper_opt.launchers.jobs import JobRecord, read_jobs
 from aimlutils.hyper_opt.launchers.local import LocalLauncher, default_workers, visible_gpus
 
 __all__ = [

@@ -7,9 +7,7 @@ the job's allocation, lives here once.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
-import json
 import math
 import shlex
 import sys
@@ -17,43 +15,9 @@ from pathlib import Path
 
 from aimlutils.hyper_opt.config import RunConfig
 from aimlutils.hyper_opt.launchers.base import Launcher, WorkerCommand, save_run_configs
-from aimlutils.hyper_opt.paths import StudyPaths
+from aimlutils.hyper_opt.launchers.jobs import JobRecord, JobScript, append_jobs
+from aimlutils.hyper_opt.launchers.proxy_job import live_proxy_job, proxy_job
 from aimlutils.hyper_opt.schedulers import Scheduler, get
-
-
-@dataclasses.dataclass(frozen=True)
-class JobScript:
-    """One script and the command that submits it."""
-
-    text: str
-    path: Path
-    submit: list[str]
-
-
-@dataclasses.dataclass(frozen=True)
-class JobRecord:
-    """A submitted job (or job array) of this study."""
-
-    job_id: str
-    workers: int
-    script: str
-    submitted: str
-
-
-def read_jobs(paths: StudyPaths) -> list[JobRecord]:
-    """The jobs submitted for the study so far."""
-    try:
-        data = json.loads(paths.jobs_record.read_text())
-    except (OSError, ValueError):
-        return []
-    return [JobRecord(**item) for item in data]
-
-
-def _append_jobs(paths: StudyPaths, records: list[JobRecord]) -> None:
-    data = [dataclasses.asdict(r) for r in read_jobs(paths) + records]
-    tmp = paths.jobs_record.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    tmp.replace(paths.jobs_record)
 
 
 class BatchLauncher(Launcher):
@@ -79,10 +43,14 @@ class BatchLauncher(Launcher):
         # With `kernel` lines the job activates its own environment; else use this interpreter.
         return "python" if self.section.kernel else sys.executable
 
+    def setup_lines(self) -> list[str]:
+        """The section's ``bash`` lines, then its ``kernel`` (environment activation) lines."""
+        kernel = self.section.kernel
+        return list(self.section.bash) + (kernel if isinstance(kernel, list) else [kernel] if kernel else [])
+
     def script_text(self, n_jobs: int, command: WorkerCommand) -> str:
         per_job = self.workers_per_job
-        kernel = self.section.kernel
-        setup = list(self.section.bash) + (kernel if isinstance(kernel, list) else [kernel] if kernel else [])
+        setup = self.setup_lines()
         worker = command.shell(f"$((job_index * {per_job} + i))", n_jobs * per_job, self.python())
         lines = [
             "#!/bin/bash -l",
@@ -118,6 +86,11 @@ class BatchLauncher(Launcher):
         submit = self.scheduler.submissions(path, n_jobs)
         return JobScript(text, path, [shlex.join(c) for c in submit])
 
+    def plan_proxy(self, command: WorkerCommand | None = None) -> JobScript:
+        """The storage proxy's job script and submit command, without submitting."""
+        command = command or WorkerCommand.of(self.cfg.paths)
+        return proxy_job(self.cfg, self.scheduler, command, self.setup_lines(), self.python())
+
     def launch(self, n_workers: int) -> int:
         command = save_run_configs(self.cfg)
         job = self.plan(n_workers, command)
@@ -125,12 +98,21 @@ class BatchLauncher(Launcher):
         job.path.write_text(job.text)
         records = []
         now = datetime.datetime.now().isoformat(timespec="seconds")
+        if (
+            self.cfg.optuna.proxy_section is not None
+            and live_proxy_job(self.cfg.paths, self.scheduler) is None
+        ):
+            # First, so that it is up, or nearly, when the workers start; they wait for it anyway.
+            proxy = self.plan_proxy(command)
+            proxy.path.write_text(proxy.text)
+            stdout = self.scheduler.run(shlex.split(proxy.submit[0]))
+            records.append(JobRecord(self.scheduler.parse_job_id(stdout), 0, str(proxy.path), now, "proxy"))
         n_jobs = self.jobs_for(n_workers)
         per_submit = self.workers_per_job * (n_jobs if len(job.submit) == 1 else 1)
         for submit in job.submit:
             stdout = self.scheduler.run(shlex.split(submit))
             records.append(JobRecord(self.scheduler.parse_job_id(stdout), per_submit, str(job.path), now))
-        _append_jobs(self.cfg.paths, records)
+        append_jobs(self.cfg.paths, records)
         self.submitted = records
         return 0
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import IO
 
 import optuna
+from optuna.storages import BaseStorage
 from rich.console import Console
 from rich.live import Live
 
@@ -22,6 +23,7 @@ from aimlutils.hyper_opt._text import tail
 from aimlutils.hyper_opt.config import RunConfig
 from aimlutils.hyper_opt.coordination import recover_study
 from aimlutils.hyper_opt.launchers.base import Launcher, save_run_configs
+from aimlutils.hyper_opt.launchers.local_proxy import LocalProxy
 from aimlutils.hyper_opt.lifeline import Lifeline, StopRequest
 from aimlutils.hyper_opt.storage import open_storage
 
@@ -65,6 +67,7 @@ class LocalLauncher(Launcher):
         self.log_dir = cfg.paths.worker_logs
         self.stop_request = StopRequest()
         self._lifeline: Lifeline | None = None
+        self.proxy: LocalProxy | None = None
 
     def _env(self, index: int, gpus: list[str]) -> dict[str, str]:
         env = dict(os.environ)
@@ -79,6 +82,9 @@ class LocalLauncher(Launcher):
         self.log_dir.mkdir(parents=True, exist_ok=True)
         if self._lifeline is None:
             self._lifeline = Lifeline()
+        if self.cfg.optuna.proxy_section is not None and self.proxy is None:
+            self.proxy = LocalProxy(self.cfg, command, self._lifeline)
+            self.proxy.start()
         procs: list[subprocess.Popen[bytes]] = []
         try:
             for index in range(n_workers):
@@ -105,15 +111,20 @@ class LocalLauncher(Launcher):
             raise
         return procs
 
-    def launch(self, n_workers: int) -> int:
+    def launch(
+        self, n_workers: int, study: optuna.Study | None = None, storage: BaseStorage | None = None
+    ) -> int:
+        """Run ``n_workers`` workers until they end. The caller's open ``study`` and its
+        ``storage``, when given, save this process its own database connections."""
         # Signals are only noted while workers start and run, and acted on between two looks at
         # the study: a signal never cuts a storage write in half, nor a worker's start.
         with self.stop_request as request:
             procs: list[subprocess.Popen[bytes]] = []
             try:
                 procs = self.start(n_workers)
-                storage = open_storage(self.cfg.storage)
-                study = study_lib.load(self.cfg, storage, n_workers)
+                if study is None or storage is None:
+                    storage = open_storage(self.cfg.storage)
+                    study = study_lib.load(self.cfg, storage, n_workers)
                 self._wait(procs, study)
                 if request.requested:
                     self._say(
@@ -127,6 +138,8 @@ class LocalLauncher(Launcher):
                 self.stop(procs)  # a failure of the launcher's own leaves no worker behind
                 raise
             finally:
+                if self.proxy is not None:
+                    self.proxy.stop()
                 self._close_lifeline()
         # A worker killed mid-trial (OOM, kill -9) leaves its trial RUNNING; no zombie outlives the run.
         recover_study(study, storage, self.cfg.paths, None, self.cfg.optuna.max_retries)
@@ -140,6 +153,8 @@ class LocalLauncher(Launcher):
                 # Poll every process (not any(), which stops early) so dead ones are reaped.
                 while not self.stop_request.requested and [p.poll() for p in procs].count(None):
                     live.update(progress.snapshot(study, n_trials).line())
+                    if self.proxy is not None:
+                        self.proxy.keep_alive()
                     self._pause(self.poll_s)
         except OSError:
             if not self.stop_request.requested:

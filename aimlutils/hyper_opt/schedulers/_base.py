@@ -168,6 +168,11 @@ class Scheduler(abc.ABC):
             )
         return problems
 
+    @classmethod
+    def cpu_batch(cls, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """``batch`` without its GPU requests, for a job that needs none (the storage proxy)."""
+        return dict(batch)
+
     # Where a job's worker runs.
 
     @classmethod

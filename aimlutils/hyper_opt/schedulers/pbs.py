@@ -50,6 +50,13 @@ class Pbs(Scheduler):
         return None
 
     @classmethod
+    def cpu_batch(cls, batch: Mapping[str, Any]) -> dict[str, Any]:
+        out = dict(batch)
+        if "l" in out:
+            out["l"] = [re.sub(r":ngpus=\d+", "", str(item)) for item in as_list(out["l"])]
+        return out
+
+    @classmethod
     def check_batch(cls, batch: Mapping[str, Any]) -> list[Problem]:
         problems = []
         if "l" in batch and not isinstance(batch["l"], (list, str)):

@@ -22,6 +22,7 @@ _LIVE = {
     "REQUEUE_HOLD",
     "RESIZING",
 }
+_GPU_OPTIONS = ("gpus", "G", "gpus-per-node", "gpus_per_node", "gpus-per-task", "gpus-per-socket")
 _SLURM_TIME = re.compile(
     r"^(?:(?P<d>\d+)-(?P<dh>\d+)(?::(?P<dm>\d+)(?::(?P<ds>\d+))?)?"
     r"|(?:(?P<h>\d+):)?(?P<m>\d+)(?::(?P<s>\d+))?)$"
@@ -84,6 +85,15 @@ class Slurm(Scheduler):
             last = text.rsplit(":", 1)[-1]
             return int(last) if last.isdigit() else None
         return None
+
+    @classmethod
+    def cpu_batch(cls, batch: Mapping[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in batch.items() if k not in _GPU_OPTIONS}
+        if "gres" in out:
+            rest = [e for e in str(out.pop("gres")).split(",") if e.strip().split(":")[0] != "gpu"]
+            if rest:
+                out["gres"] = ",".join(rest)
+        return out
 
     @classmethod
     def check_batch(cls, batch: Mapping[str, Any]) -> list[Problem]:

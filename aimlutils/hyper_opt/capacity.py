@@ -1,0 +1,88 @@
+"""Will the database take the workers? Checked before anything is submitted.
+
+Each worker holds one connection to PostgreSQL or MySQL (its heartbeat shares it); a server
+allows ``max_connections`` and some are in use. Past that, a new connection fails ("sorry, too
+many clients already"), so a study that does not fit is refused with the numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from aimlutils.hyper_opt.storage import StorageSpec
+
+#: Connections of ``optimize.py`` itself while it runs local workers (progress, recovery).
+OWN_CONNECTIONS = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class DatabaseRoom:
+    """A database server's connection limit and what is in use now."""
+
+    max_connections: int
+    in_use: int
+    reserved: int = 0
+    """Slots kept for superusers, which this user cannot take."""
+
+    @property
+    def free(self) -> int:
+        return max(0, self.max_connections - self.reserved - self.in_use)
+
+
+def database_room(spec: StorageSpec) -> DatabaseRoom | None:
+    """The connection room of ``spec``'s server; ``None`` for storages without connections."""
+    if spec.kind not in ("postgresql", "mysql"):
+        return None
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(spec.location, poolclass=sqlalchemy.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            if spec.kind == "postgresql":
+                limit = int(conn.exec_driver_sql("SHOW max_connections").scalar_one())
+                reserved = int(conn.exec_driver_sql("SHOW superuser_reserved_connections").scalar_one())
+                superuser = conn.exec_driver_sql("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+                is_super = bool(superuser.scalar_one_or_none())
+                in_use = int(
+                    conn.exec_driver_sql(
+                        "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+                    ).scalar_one()
+                )
+                # This check's own connection closes before any worker starts.
+                return DatabaseRoom(limit, in_use - 1, 0 if is_super else reserved)
+            limit = int(conn.exec_driver_sql("SELECT @@max_connections").scalar_one())
+            in_use = int(
+                conn.exec_driver_sql("SELECT COUNT(*) FROM information_schema.processlist").scalar_one()
+            )
+            return DatabaseRoom(limit, in_use - 1)
+    finally:
+        engine.dispose()
+
+
+def connection_problem(spec: StorageSpec, connections: int, proxy: bool, local: bool) -> str | None:
+    """Why ``connections`` more database connections do not fit ``spec``'s server, or ``None``.
+
+    ``connections`` is one per worker, or the proxy's pool with ``proxy``; ``local`` adds those
+    of ``optimize.py``, which stays to watch local workers.
+    """
+    room = database_room(spec)
+    if room is None:
+        return None
+    needed = connections + (OWN_CONNECTIONS if local else 0)
+    if needed <= room.free:
+        return None
+    fit = max(0, room.free - (OWN_CONNECTIONS if local else 0))
+    reserved = f", {room.reserved} reserved for superusers" if room.reserved else ""
+    head = (
+        f"optuna.storage: {spec} allows {room.max_connections} connections ({room.in_use} in use{reserved}): "
+        f"room for {room.free}"
+    )
+    if proxy:
+        return f"{head}, but the proxy needs {needed}; lower optuna.proxy.connections to at most {fit}"
+    return (
+        f"{head}, but {connections} workers need one each"
+        + (f" and optimize.py {OWN_CONNECTIONS}" if local else "")
+        + f". Start at most {fit} workers (--workers, or fewer jobs), put the storage proxy in front of the "
+        "database (optuna.proxy: true; the workers then hold no connection), or use the journal file "
+        "(leave out optuna.storage)"
+    )
