@@ -76,7 +76,7 @@ def _plain(data: Mapping[str, Any]) -> dict[str, Any]:
 def _open_study(cfg: RunConfig, n_workers: int) -> optuna.Study:
     """Create or reload the study and fail the trials that lost their workers before."""
     cfg.save_path.mkdir(parents=True, exist_ok=True)
-    storage = open_for_command(cfg.storage)
+    storage = open_for_command(cfg.storage, cfg.optuna.storage_wait_s)
     study, reloaded = study_lib.create_or_load(cfg, storage, n_workers)
     if reloaded:
         recover_study(study, storage, cfg.paths, None, cfg.optuna.max_retries)
@@ -114,7 +114,7 @@ def optimize(
         executor = submitit.LocalExecutor(folder=cfg.save_path / "submitit")
         for job in _submit_workers(cfg, executor, workers, objective):
             job.result()
-    return study_lib.load(cfg, open_for_command(cfg.storage), workers)
+    return study_lib.load(cfg, open_for_command(cfg.storage, cfg.optuna.storage_wait_s), workers)
 
 
 def submit(

@@ -22,6 +22,7 @@ from aimlutils.hyper_opt.commands.common import say
 from aimlutils.hyper_opt.commands.run import run
 from aimlutils.hyper_opt.commands.status import cancel, status
 from aimlutils.hyper_opt.config import ConfigError
+from aimlutils.hyper_opt.resilient import StorageUnavailable
 from aimlutils.hyper_opt.search_space import sweeper_keys
 
 Command = Callable[[argparse.Namespace, Console], int]
@@ -132,6 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(err, file=sys.stderr)
         return err.exit_code
+    except StorageUnavailable as err:  # an outage longer than optuna.storage_wait_s
+        print(f"Stopping: {err}", file=sys.stderr)
+        return 1
 
 
 def report_main(argv: Sequence[str] | None = None) -> int:

@@ -172,8 +172,10 @@ def open_storage(
     connections: int = 2,
     proxy: Callable[[], BaseStorage] | None = None,
     name: str = "aimlutils",
+    open_wait_s: float | None = None,
 ) -> BaseStorage:
-    """Open the storage, waiting out an outage of up to ``wait_s`` seconds at any call.
+    """Open the storage, waiting out an outage of up to ``wait_s`` seconds at any call
+    (``open_wait_s``, when given, for the first answer).
 
     RDB storages get a heartbeat so a dead worker's trial is retried, and a pool of
     ``connections``: a worker asks for one, which its heartbeat thread shares; ``name`` tells
@@ -181,10 +183,11 @@ def open_storage(
     client of the study's storage proxy instead (it is asked again after each failed call, since
     a restarted proxy may listen elsewhere).
     """
+    first = wait_s if open_wait_s is None else open_wait_s
     if proxy is not None:
         where = f"{spec} (through its proxy)"
-        return resilient(_first_answer(proxy, wait_s, where), wait_s, where, proxy)
-    backend = _first_answer(lambda: _open(spec, retries, connections, name), wait_s, str(spec))
+        return resilient(_first_answer(proxy, first, where), wait_s, where, proxy)
+    backend = _first_answer(lambda: _open(spec, retries, connections, name), first, str(spec))
     return resilient(backend, wait_s, str(spec))
 
 
@@ -235,11 +238,14 @@ def _open(spec: StorageSpec, retries: int, connections: int, name: str) -> BaseS
     )
 
 
-def open_for_command(spec: StorageSpec, wait_s: float = COMMAND_WAIT_S) -> BaseStorage:
+def open_for_command(
+    spec: StorageSpec, wait_s: float = DEFAULT_WAIT_S, open_wait_s: float = COMMAND_WAIT_S
+) -> BaseStorage:
     """The storage for ``optimize.py`` and its commands: a storage that does not answer within
-    ``wait_s`` is a config error naming it (password hidden), not a traceback."""
+    ``open_wait_s`` is a config error naming it (password hidden), not a traceback; later
+    outages are waited out for ``wait_s``, as in the workers."""
     try:
-        return open_storage(spec, wait_s=wait_s)
+        return open_storage(spec, wait_s=wait_s, open_wait_s=open_wait_s)
     except StorageUnavailable as err:
         cause = err.__cause__ or err
         first_line = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__

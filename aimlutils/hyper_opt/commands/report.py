@@ -77,7 +77,7 @@ def open_existing(cfg: RunConfig) -> BaseStorage | None:
     """The study's storage, or ``None`` when the study does not exist (nothing is created)."""
     if cfg.storage.kind == "journal" and not Path(cfg.storage.location).exists():
         return None
-    storage = open_for_command(cfg.storage)
+    storage = open_for_command(cfg.storage, cfg.optuna.storage_wait_s)
     return storage if study_exists(storage, cfg.study_name) else None
 
 

@@ -118,7 +118,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if launcher is not None and (problem := missing_submit_program(cfg, launcher)):
         say(console, problem)
         return CONFIG_ERROR_EXIT_CODE
-    storage = open_for_command(cfg.storage)  # before anything is created: it may not answer
+    # Before anything is created: the storage may not answer.
+    storage = open_for_command(cfg.storage, cfg.optuna.storage_wait_s)
     cfg.save_path.mkdir(parents=True, exist_ok=True)
     configure_logging(cfg.log_file, prefix="optimize", console_level=logging.WARNING)  # progress shows
     if args.export_csv:

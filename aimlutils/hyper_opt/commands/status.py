@@ -27,7 +27,7 @@ CANCEL_WAIT_S = 20.0
 def status(args: argparse.Namespace, console: Console) -> int:
     """Trials by state against ``n_trials``, the best so far, running trials and the jobs."""
     cfg = load_for_study(args.hyper, args.model)
-    storage = open_for_command(cfg.storage)
+    storage = open_for_command(cfg.storage, cfg.optuna.storage_wait_s)
     study = study_lib.load(cfg, storage, 1)
     scheduler = scheduler_for(cfg)
     queue: dict[str, str] = {}
@@ -104,7 +104,7 @@ def cancel(args: argparse.Namespace, console: Console) -> int:
     live = [j.job_id for j in jobs if scheduler.job_alive(j.job_id, queue)]
     if live:
         scheduler.cancel(live)
-    storage = open_for_command(cfg.storage)
+    storage = open_for_command(cfg.storage, cfg.optuna.storage_wait_s)
     study = study_lib.load(cfg, storage, 1)
     owners = RunningTrials.of(cfg.paths)
     # Cancelled workers fail and re-queue their own trials; wait for them, then do it for them.

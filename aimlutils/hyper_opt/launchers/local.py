@@ -25,6 +25,7 @@ from aimlutils.hyper_opt.coordination import recover_study
 from aimlutils.hyper_opt.launchers.base import Launcher, save_run_configs
 from aimlutils.hyper_opt.launchers.local_proxy import LocalProxy
 from aimlutils.hyper_opt.lifeline import Lifeline, StopRequest
+from aimlutils.hyper_opt.resilient import StorageUnavailable
 from aimlutils.hyper_opt.storage import open_storage
 
 logger = logging.getLogger(__name__)
@@ -142,7 +143,10 @@ class LocalLauncher(Launcher):
                     self.proxy.stop()
                 self._close_lifeline()
         # A worker killed mid-trial (OOM, kill -9) leaves its trial RUNNING; no zombie outlives the run.
-        recover_study(study, storage, self.cfg.paths, None, self.cfg.optuna.max_retries)
+        try:
+            recover_study(study, storage, self.cfg.paths, None, self.cfg.optuna.max_retries)
+        except StorageUnavailable as err:
+            self._say(f"Trials left RUNNING could not be failed now ({err}); a --reload does it.")
         return self._report_failures(procs)
 
     def _wait(self, procs: list[subprocess.Popen[bytes]], study: optuna.Study) -> None:
@@ -152,7 +156,7 @@ class LocalLauncher(Launcher):
             with Live(console=self.console, refresh_per_second=2, transient=True) as live:
                 # Poll every process (not any(), which stops early) so dead ones are reaped.
                 while not self.stop_request.requested and [p.poll() for p in procs].count(None):
-                    live.update(progress.snapshot(study, n_trials).line())
+                    live.update(self._progress_line(study, n_trials))
                     if self.proxy is not None:
                         self.proxy.keep_alive()
                     self._pause(self.poll_s)
@@ -160,6 +164,13 @@ class LocalLauncher(Launcher):
             if not self.stop_request.requested:
                 raise
             # The terminal went away (SIGHUP): nothing to show the stop on, but it goes on.
+
+    def _progress_line(self, study: optuna.Study, n_trials: int) -> str:
+        # The workers decide what an outage means for them; this process only stops showing it.
+        try:
+            return progress.snapshot(study, n_trials).line()
+        except StorageUnavailable as err:
+            return f"(no progress to show: {err})"
 
     def _pause(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
