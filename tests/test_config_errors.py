@@ -47,6 +47,21 @@ CASES = [
         "low (0.9) is greater than high (0.5)",
     ),
     (
+        {"optuna.parameters.dropout": {"type": "float", "settings": [0, 1]}},
+        "optuna.parameters.dropout.settings",
+        "got [0, 1]; settings is a mapping",
+    ),
+    (
+        {"optuna.parameters.optimizer::lr": {"type": "float", "settings": {"low": 0, "high": 1}}},
+        "optuna.parameters.optimizer::lr",
+        "a colon path has an empty part",
+    ),
+    (
+        {"optuna.proxy": True},
+        "optuna.proxy",
+        "the storage proxy fronts PostgreSQL or MySQL",
+    ),
+    (
         {"optuna.parameters.dropout": {"type": "floaty", "settings": {"low": 0, "high": 1}}},
         "optuna.parameters.dropout.type",
         "got 'floaty'; allowed types: categorical, discrete_uniform, float, int",

@@ -23,6 +23,10 @@ def check_objective_source(path: Path) -> str | None:
     """
     try:
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except OSError as err:
+        return f"{path} cannot be read: {err.strerror}; check its permissions"
+    except UnicodeDecodeError:
+        return f"{path} is not a text file (UTF-8)"
     except SyntaxError as err:
         return f"{path} line {err.lineno}: {err.msg}"
     if not any(isinstance(node, ast.ClassDef) and node.name == "Objective" for node in tree.body):

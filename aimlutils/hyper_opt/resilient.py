@@ -34,8 +34,22 @@ class StorageUnavailable(RuntimeError):
     """The storage did not answer within the limit."""
 
 
+#: Messages of errors that waiting does not mend: a wrong password, a database that does not exist.
+_NOT_OUTAGES = (
+    "password authentication failed",
+    "Access denied",
+    "does not exist",
+    "Unknown database",
+    "no password supplied",
+    "WRONGPASS",
+    "NOAUTH",
+)
+
+
 def is_outage(err: BaseException) -> bool:
     """Whether ``err`` says the storage could not be reached, rather than that a request was wrong."""
+    if any(text in str(err) for text in _NOT_OUTAGES):
+        return False
     if isinstance(err, StorageInternalError):
         return True
     if isinstance(err, OSError) and err.errno in _FILE_SYSTEM_ERRORS:

@@ -247,17 +247,22 @@ def open_for_command(
     try:
         return open_storage(spec, wait_s=wait_s, open_wait_s=open_wait_s)
     except StorageUnavailable as err:
-        cause = err.__cause__ or err
-        first_line = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
-        raise ConfigError(
-            [
-                Problem(
-                    "optuna.storage",
-                    f"{spec} does not answer ({redact(first_line)}); check that the server runs and "
-                    "the URL's host, port, user, password and database",
-                )
-            ]
+        raise _unreachable(
+            spec, err.__cause__ or err, "check that the server runs and the URL's host and port"
         ) from None
+    except Exception as err:
+        if type(err).__module__.split(".")[0] not in ("sqlalchemy", "redis", "psycopg", "pymysql"):
+            raise
+        # Refused for good: a wrong password, a database that does not exist.
+        raise _unreachable(spec, err, "check the URL's user, password and database") from None
+
+
+def _unreachable(spec: StorageSpec, cause: BaseException, advice: str) -> ConfigError:
+    text = str(cause).strip()
+    first_line = text.splitlines()[0] if text else type(cause).__name__
+    return ConfigError(
+        [Problem("optuna.storage", f"{spec} does not answer ({redact(first_line)}); {advice}")]
+    )
 
 
 def study_exists(storage: BaseStorage, name: str) -> bool:

@@ -270,7 +270,15 @@ class Worker:
 
     def _record(self, trial: FrozenTrial) -> None:
         self.owners.clear(trial.number)
-        self.csv.append(trial_row(trial))
+        try:
+            self.csv.append(trial_row(trial))
+        except OSError as err:  # a full disk, a quota: the study has the trial all the same
+            logger.error(
+                "could not write trial %d to %s (%s); the study has it: --export-csv rebuilds the file",
+                trial.number,
+                self.cfg.csv_path,
+                err.strerror or err,
+            )
         logger.info(
             "trial %d %s value=%s params=%s", trial.number, trial.state.name, trial.value, trial.params
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import os
 import pdb
 import shutil
 import time
@@ -24,7 +25,7 @@ from aimlutils.hyper_opt import study as study_lib
 from aimlutils.hyper_opt.commands.common import say
 from aimlutils.hyper_opt.config import RunConfig, load_config
 from aimlutils.hyper_opt.coordination import ResultsCsv, recover_study, target_trial
-from aimlutils.hyper_opt.errors import CONFIG_ERROR_EXIT_CODE
+from aimlutils.hyper_opt.errors import CONFIG_ERROR_EXIT_CODE, ConfigError, Problem
 from aimlutils.hyper_opt.launchers import (
     BatchLauncher,
     LocalLauncher,
@@ -64,6 +65,19 @@ def prepare(args: argparse.Namespace, console: Console) -> RunConfig:
         return cfg
     say(console, f"optuna.n_trials is {cfg.optuna.n_trials}, more than the grid has: running {n} trials")
     return cfg.with_optuna(n_trials=n)
+
+
+def check_writable(path: Path, key: str) -> None:
+    """Raise a config error unless ``path`` exists as a writable directory or could be made one."""
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)
+    problem = None
+    if existing is not None and not existing.is_dir():
+        problem = f"{path} cannot be created: {existing} is a file"
+    elif existing is not None and not os.access(existing, os.W_OK | os.X_OK):
+        what = "is not writable" if existing == path else f"cannot be created: {existing} is not writable"
+        problem = f"{path} {what}; choose a directory you can write to (on the shared file system)"
+    if problem:
+        raise ConfigError([Problem(key, problem)])
 
 
 def missing_submit_program(cfg: RunConfig, launcher: BatchLauncher) -> str | None:
@@ -118,7 +132,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if launcher is not None and (problem := missing_submit_program(cfg, launcher)):
         say(console, problem)
         return CONFIG_ERROR_EXIT_CODE
-    # Before anything is created: the storage may not answer.
+    # Before anything is created: save_path may not be writable, the storage may not answer.
+    check_writable(cfg.save_path, "optuna.save_path")
     storage = open_for_command(cfg.storage, cfg.optuna.storage_wait_s)
     cfg.save_path.mkdir(parents=True, exist_ok=True)
     configure_logging(cfg.log_file, prefix="optimize", console_level=logging.WARNING)  # progress shows

@@ -40,6 +40,12 @@ def read_yaml(path: str | os.PathLike[str], label: str) -> dict[str, Any]:
             data = yaml.safe_load(fh)
     except FileNotFoundError:
         raise ConfigError([Problem("", f"file {str(path)!r} does not exist")], label) from None
+    except IsADirectoryError:
+        raise ConfigError([Problem("", f"{path} is a directory; give the {label} file")], label) from None
+    except OSError as err:
+        raise ConfigError([Problem("", f"{path} cannot be read: {err.strerror}")], label) from None
+    except UnicodeDecodeError:
+        raise ConfigError([Problem("", f"{path} is not a text file (UTF-8 YAML)")], label) from None
     except yaml.YAMLError as err:
         raise ConfigError([Problem("", f"{path} is not valid YAML: {err}")], label) from None
     if data is None:
@@ -67,13 +73,24 @@ def load_config(
     Raises:
         ConfigError: listing every problem found.
     """
-    hyper = read_yaml(hyper_path, "hyper.yml")
-    model = read_yaml(model_path, "model.yml") if model_path is not None else {}
+    hyper = read_yaml(hyper_path, str(hyper_path))
+    if not hyper:
+        raise ConfigError(
+            [
+                Problem(
+                    "",
+                    f"{hyper_path} is empty; it needs at least an optuna section (name, objective, n_trials)",
+                )
+            ],
+            str(hyper_path),
+        )
+    model = read_yaml(model_path, str(model_path)) if model_path is not None else {}
     if overrides:
         problems = apply_overrides(hyper, model, overrides)
         if problems:
             raise ConfigError(problems, "the command line")
-    return check_config(hyper, model, Path(base_dir or Path.cwd()), Path(hyper_path).parent, objective_given)
+    base = Path(base_dir or Path.cwd())
+    return check_config(hyper, model, base, Path(hyper_path).parent, objective_given, str(hyper_path))
 
 
 def check_config(
@@ -82,6 +99,7 @@ def check_config(
     base_dir: Path,
     hyper_dir: Path | None = None,
     objective_given: bool = False,
+    source: str = "hyper.yml",
 ) -> RunConfig:
     """Check a parsed ``hyper.yml`` against itself and the model config.
 
@@ -118,7 +136,7 @@ def check_config(
     no_objective = objective is None and command is None and not objective_given
     if problems or schema is None or save_path is None or no_objective or storage is None:
         # Marker problems are key paths of model.yml; say so when there may be some.
-        raise ConfigError(problems, "hyper.yml / model.yml" if has_markers(model) else "hyper.yml")
+        raise ConfigError(problems, f"{source} / model.yml" if has_markers(model) else source)
     log_file = _log_file(schema, save_path, base_dir)
     return RunConfig(
         model=model,

@@ -9,7 +9,7 @@ from typing import Any
 import optuna
 from optuna.distributions import BaseDistribution
 
-from aimlutils.hyper_opt.errors import Problem, join_path
+from aimlutils.hyper_opt.errors import Problem, format_value, join_path
 from aimlutils.hyper_opt.search_space.model_config import get_value, locate, set_value, split_colon_path
 from aimlutils.hyper_opt.search_space.params import Parameter, parameter_from_settings
 
@@ -41,9 +41,31 @@ class SearchSpace:
         problems: list[Problem] = []
         for key, spec in section.items():
             path = join_path(prefix, key)
-            kind = spec.get("type", "") if isinstance(spec, Mapping) else ""
-            settings = spec.get("settings", {}) if isinstance(spec, Mapping) else {}
-            parameter, found = parameter_from_settings(kind, settings, path, default_name=key)
+            if not isinstance(spec, Mapping):
+                problems.append(
+                    Problem(
+                        path, f"got {format_value(spec)}; a parameter is {{type: ..., settings: {{...}}}}"
+                    )
+                )
+                continue
+            settings = spec.get("settings", {})
+            if not isinstance(settings, Mapping):
+                problems.append(
+                    Problem(
+                        join_path(path, "settings"),
+                        f"got {format_value(settings)}; settings is a mapping such as "
+                        "{name: lr, low: 0.001, high: 0.1}",
+                    )
+                )
+                continue
+            if "" in split_colon_path(str(key)):
+                problems.append(
+                    Problem(
+                        path, "a colon path has an empty part (as in 'optimizer::lr'); write 'optimizer:lr'"
+                    )
+                )
+                continue
+            parameter, found = parameter_from_settings(spec.get("type", ""), settings, path, default_name=key)
             problems += found
             if parameter is not None:
                 parameters.append(dataclasses.replace(parameter, target=split_colon_path(key)))
