@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 from aimlutils.hyper_opt.liveness import Liveness, alive, process_is_gone
 
@@ -40,6 +41,30 @@ def test_other_hosts_are_judged_by_the_queue():
     # Without a job id or a queue nothing can be said: never fail a trial on a guess.
     assert not live.is_gone({"host": "node9", "pid": 1})
     assert not Liveness().is_gone({"host": "node9", "pid": 1, "job_id": "7_2"})
+
+
+def test_a_job_waiting_to_run_again_no_longer_runs_its_trial():
+    """A node failure or a preemption requeues the job: same id, PENDING until it restarts."""
+    live = Liveness(lambda: {"7_1": "PENDING", "7_2": "RUNNING"}, min_interval_s=0)
+    started = time.time() - 10
+    assert live.is_gone({"host": "node9", "pid": 1, "job_id": "7_1"}, since=started)
+    assert not live.is_gone({"host": "node9", "pid": 1, "job_id": "7_2"}, since=started)
+    # A queue answer from before the trial began may show the job before its first start.
+    stale = Liveness(lambda: {"7_1": "PENDING"}, min_interval_s=3600)
+    assert stale.is_gone({"host": "node9", "pid": 1, "job_id": "7_1"}, since=started)
+    assert not stale.is_gone({"host": "node9", "pid": 1, "job_id": "7_1"}, since=time.time() + 1)
+    assert not stale.is_gone({"host": "node9", "pid": 1, "job_id": "7_1"})  # when unknown
+
+
+def test_a_trial_of_an_earlier_run_of_my_own_job_is_gone_even_if_its_pid_lives():
+    """After a requeue the job runs again under its id; on a rebooted node old pids come back."""
+    me = {"job_id": "7_1", "restarts": 1}
+    live = Liveness(lambda: {"7_1": "RUNNING"}, min_interval_s=0, me=me)
+    here, pid = socket.gethostname(), os.getpid()
+    assert live.is_gone({"host": here, "pid": pid, "job_id": "7_1"})  # recorded before restarts existed
+    assert live.is_gone({"host": "node9", "pid": 1, "job_id": "7_1", "restarts": 0})
+    assert not live.is_gone({"host": here, "pid": pid, "job_id": "7_1", "restarts": 1})
+    assert not live.is_gone({"host": here, "pid": pid, "job_id": "7_2", "restarts": 0})
 
 
 def test_workers_of_a_study_share_one_queue_query_per_interval(tmp_path):

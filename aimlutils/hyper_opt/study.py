@@ -257,7 +257,7 @@ def fail_dead_trials(
                 continue
             owner = {}
             reason = f"no worker took the trial up within {ORPHAN_AFTER_S:.0f} s of its creation"
-        elif liveness.is_gone(owner):
+        elif liveness.is_gone(owner, trial.datetime_start.timestamp() if trial.datetime_start else None):
             where = f"job {owner.get('job_id')}, " if owner.get("job_id") else ""
             process = f"worker process {owner.get('pid')} ({where}host {owner.get('host')})"
             reason = f"{process} ended during the trial"

@@ -79,10 +79,12 @@ class Worker:
             "node": os.environ.get("SLURMD_NODENAME") or socket.gethostname(),
             "pid": os.getpid(),
             "job_id": job_id(),
+            # Which run of the job this is: a requeued job keeps its id.
+            "restarts": int(os.environ.get("SLURM_RESTART_COUNT") or 0),
             "gpu": os.environ.get("CUDA_VISIBLE_DEVICES"),
         }
         queue = scheduler_queue(cfg) if self.identity["job_id"] else None
-        self.liveness = Liveness(queue, cache=cfg.save_path / ".queue.json")
+        self.liveness = Liveness(queue, cache=cfg.save_path / ".queue.json", me=self.identity)
         self._swept = time.monotonic()
         self.job_end = job_end(os.environ.get("AIMLUTILS_JOB_END"))
         self._durations: list[float] = []
