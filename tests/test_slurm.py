@@ -22,7 +22,7 @@ from optuna.trial import TrialState
 
 from aimlutils.hyper_opt.config import RunConfig, load_config
 from aimlutils.hyper_opt.storage import open_storage
-from tests.conftest import ROOT, node_pid, service_url
+from tests.conftest import ROOT, cluster, node_pid, service_url
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster", "cancel_leftover_jobs")]
 
@@ -372,3 +372,66 @@ def sbatch(node: str, script: str, folder: Path) -> str:
 def read_json_when_there(path: Path, timeout: float = 60) -> dict[str, Any]:
     wait_for(path.exists, timeout, str(path))
     return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize(("storage", "jobs"), [("journal", 2), ("postgresql", 2), ("journal", 1)])
+def test_a_node_lost_mid_trial_loses_no_trial(study_files, held, storage, jobs):
+    """Power loss of a node with four trials running there. With two jobs, the other node's
+    workers, which cannot see the lost node's processes, fail those trials from the queue state
+    (the lost job waits there to run again). With one job, Slurm requeues it and its second run
+    fails them. Either way their parameters run again."""
+    extra = {"storage": service_url("postgresql")} if storage == "postgresql" else {}
+    # One job of 4 GPUs per node; the first trials wait inside the objective, one in each worker.
+    test = {"sleep": 0.5, "steps": 2, **held.knobs(4 * jobs)}
+    hyper, model = study_files(test=test, n_trials=16, gpu=True, sections=slurm(jobs, 4), **extra)
+    assert run(hyper, model).returncode == 0
+    cfg = config(hyper, model)
+    inside = held.wait(4 * jobs)
+    victim = "node2" if jobs == 2 else inside[0]["node"]
+    lost = sorted(n for n, o in inside.items() if o["node"] == victim)
+    assert len(lost) == 4, inside
+    try:
+        cluster("kill-node", victim)
+        killed = time.monotonic()
+        held.release()
+        wait_for(lambda: node_state(victim).startswith("down"), 120, f"{victim} to be DOWN")
+        down = time.monotonic() - killed
+        wait_for(
+            lambda: all(study_of(cfg).trials[n].state == TrialState.FAIL for n in lost),
+            240,
+            "the lost trials to be failed",
+        )
+        failed = time.monotonic() - killed
+        wait_for(lambda: done(study_of(cfg)) == 16, 120, "the study to end")
+        print(
+            f"{victim} killed with trials {lost} running: DOWN after {down:.0f} s, its trials failed "
+            f"after {failed:.0f} s, the study done after {time.monotonic() - killed:.0f} s"
+        )
+        study = finish(cfg, 180)
+    finally:
+        cluster("revive-node", victim)
+    c = counts(study)
+    assert c.get("COMPLETE", 0) + c.get("PRUNED", 0) == 16 and "RUNNING" not in c, c
+    assert sorted(t.number for t in study.trials if t.state == TrialState.FAIL) == lost
+    for number in lost:
+        reason = study.trials[number].user_attrs["record"]["fail_reason"]
+        assert f"host {victim}) ended during the trial" in reason, reason
+    assert_interrupted_trials_were_rerun(study)
+    assert csv_count(cfg) == len(finished(study))
+    # Failed by the surviving job's workers, or by the second run of the lost one (job i runs
+    # workers 4i to 4i + 3).
+    if jobs == 1:
+        failers = list(range(4))
+    else:
+        lost_index = int(inside[lost[0]]["job_id"].rpartition("_")[2])  # array task "123_1"
+        failers = [i for i in range(8) if i // 4 != lost_index]
+    log = cfg.log_file.read_text() if cfg.log_file else ""
+    for number in lost:
+        line = next(x for x in log.splitlines() if f"trial {number} failed: worker process" in x)
+        assert any(f" worker {i}: " in line for i in failers), (line, failers)
+
+
+def node_state(node: str) -> str:
+    return subprocess.run(
+        ["sinfo", "-h", "-n", node, "-o", "%T"], capture_output=True, text=True, check=False
+    ).stdout.strip()
