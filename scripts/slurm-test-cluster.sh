@@ -30,9 +30,9 @@
 #
 # --clean starts slurmctld with an empty state (forgets all previous jobs).
 #
-# A node whose slurmd stops answering is DOWN after SlurmdTimeout (15 s) plus up
-# to one ping interval; its batch jobs are then requeued (or end NODE_FAIL with
-# --no-requeue). Once its slurmd registers again it returns to service by itself
+# A node whose slurmd stops answering is DOWN once it has missed pings for
+# SlurmdTimeout (15 s): 25-35 s after a kill-node here. Its batch jobs are then
+# requeued (or end NODE_FAIL with --no-requeue). Once its slurmd registers again it returns to service by itself
 # (ReturnToService=2); revive-node also resumes it in case it was left DOWN.
 #
 # Tunables (environment):
@@ -193,10 +193,10 @@ SelectTypeParameters=CR_Core
 PreemptType=preempt/none
 GresTypes=gpu
 
-# Short timeouts keep the test suite fast. slurmctld pings each slurmd every
-# SlurmdTimeout/3 s and sets a node that has not answered for SlurmdTimeout s
-# DOWN, so a killed node is DOWN some 15-20 s later. Not lower: on a loaded
-# machine a slow answer would take a healthy node down with its jobs.
+# Short timeouts keep the test suite fast. slurmctld pings the slurmds and sets a
+# node that has not answered for SlurmdTimeout s DOWN: a killed node is DOWN
+# some 25-35 s later. Not lower: on a loaded machine a slow answer would take a
+# healthy node down with its jobs.
 MessageTimeout=10
 SlurmctldTimeout=30
 SlurmdTimeout=15
