@@ -102,3 +102,30 @@ def test_a_trial_no_worker_took_up_is_failed_after_a_while(tmp_path, monkeypatch
     assert study.trials[1].state == optuna.trial.TrialState.WAITING  # its parameters run again
     assert study.trials[1].user_attrs["retry_of"] == 0
     assert study.trials[1].system_attrs["fixed_params"] == failed.params
+
+
+def test_a_trial_that_ends_while_it_is_judged_is_left_as_it_ended(tmp_path):
+    """Its worker finishes it between the listing of RUNNING trials and the verdict."""
+    import optuna
+
+    from aimlutils.hyper_opt import study as study_lib
+    from aimlutils.hyper_opt.trial_record import RunningTrials
+
+    study = optuna.create_study()
+    trial = study.ask()
+    trial.suggest_float("x", 0, 1)
+    running = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+    owners = RunningTrials(tmp_path / "running")
+    owners.mark(0, {"host": "node9", "pid": 1, "job_id": "7_1"})
+    study.tell(trial, 0.5)
+    gone = Liveness(lambda: {}, min_interval_s=0)  # the queue has forgotten job 7_1
+    assert study_lib.fail_dead_trials(study, study._storage, running, owners, gone) == []
+    assert study.trials[0].state == optuna.trial.TrialState.COMPLETE and not study.trials[0].user_attrs
+    assert len(study.trials) == 1  # nothing queued again
+
+
+def test_cancel_waits_for_the_trials_of_a_cancelled_arrays_tasks():
+    from aimlutils.hyper_opt.commands.status import _owned_by
+
+    assert _owned_by({"job_id": "12_3"}, ["12"]) and _owned_by({"job_id": "40"}, ["12", "40"])
+    assert not _owned_by({"job_id": "13_0"}, ["12"]) and not _owned_by(None, ["12"])

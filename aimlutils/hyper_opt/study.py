@@ -263,10 +263,11 @@ def fail_dead_trials(
             reason = f"{process} ended during the trial"
         else:
             continue
-        storage.set_trial_user_attr(trial._trial_id, RECORD_ATTR, {"worker": owner, "fail_reason": reason})
+        record = {"worker": owner, "fail_reason": reason}
         try:
+            storage.set_trial_user_attr(trial._trial_id, RECORD_ATTR, record)
             study.tell(trial.number, state=TrialState.FAIL)
-        except (ValueError, RuntimeError):  # another worker failed it first
+        except (ValueError, RuntimeError):  # it has finished since it was listed, or was failed first
             continue
         owners.clear(trial.number)
         logger.warning("trial %d failed: %s", trial.number, reason)

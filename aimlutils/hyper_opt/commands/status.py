@@ -99,5 +99,6 @@ def cancel(args: argparse.Namespace, console: Console) -> int:
 
 
 def _owned_by(owner: dict[str, Any] | None, job_ids: list[str]) -> bool:
+    """Whether ``owner`` runs in one of ``job_ids`` (a job array's id covers its tasks)."""
     job = (owner or {}).get("job_id")
-    return job is not None and any(alive(job, {j: ""}) for j in job_ids)
+    return job is not None and any(alive(j, {job: ""}) for j in job_ids)
