@@ -6,9 +6,19 @@
 #   scripts/slurm-test-cluster.sh stop              # cancel jobs, stop slurmctld + both slurmd
 #   scripts/slurm-test-cluster.sh status            # print sinfo; exit 0 iff both nodes are up
 #   scripts/slurm-test-cluster.sh restart [--clean] # stop + start
+#   scripts/slurm-test-cluster.sh kill-node NAME    # power loss: SIGKILL every process of node NAME
+#   scripts/slurm-test-cluster.sh revive-node NAME  # start NAME's slurmd again, wait until it is idle
+#   scripts/slurm-test-cluster.sh node-pid NAME     # host pid of NAME's init (pid 1 of its namespace)
 #
 # Layout: one slurmctld plus two slurmd daemons (node1, node2) all on localhost,
-# each slurmd on its own port with its own spool dir. Every node advertises
+# each slurmd on its own port with its own spool dir. Each slurmd runs in its own
+# UTS and PID namespace, so the nodes are separate hosts as far as jobs can tell:
+# `hostname` says node1 or node2, and a job sees only the processes of its own
+# node. The network (loopback) and the file system stay shared, as on a cluster
+# with a shared file system. A small init (this script, `_node-init`) is pid 1 of
+# each node: it starts slurmd in the foreground and reaps the node's orphans;
+# when it dies the kernel SIGKILLs every process of the node, which is how
+# kill-node simulates a power loss. Every node advertises
 # 8 CPUs and 4 "GPUs" (/dev/nvidia0-3 are dummy character devices), so jobs
 # that request --gres=gpu:N get a real CUDA_VISIBLE_DEVICES from Slurm even on
 # a machine without GPUs. No slurmdbd, so sacct is not available; use squeue /
@@ -19,6 +29,11 @@
 # Must run as root (it installs packages, writes /etc/slurm, creates /dev nodes).
 #
 # --clean starts slurmctld with an empty state (forgets all previous jobs).
+#
+# A node whose slurmd stops answering is DOWN once it has missed pings for
+# SlurmdTimeout (15 s): 25-35 s after a kill-node here. Its batch jobs are then
+# requeued (or end NODE_FAIL with --no-requeue). Once its slurmd registers again it returns to service by itself
+# (ReturnToService=2); revive-node also resumes it in case it was left DOWN.
 #
 # Tunables (environment):
 #   SLURM_TEST_WAIT   seconds to wait for daemons / nodes (default 60)
@@ -37,12 +52,14 @@ readonly WAIT_SECONDS=${SLURM_TEST_WAIT:-60}
 readonly CTLD_PIDFILE=${RUN_DIR}/slurmctld.pid
 # Marker so we never silently overwrite a slurm.conf this script did not write.
 readonly MARKER="# Managed by scripts/slurm-test-cluster.sh"
+SELF=$(readlink -f "${BASH_SOURCE[0]}")
+readonly SELF
 
 log() { echo "[slurm-test] $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 usage() {
-    sed -n '3,8p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '3,11p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 }
 
@@ -50,7 +67,9 @@ require_root() {
     [[ ${EUID} -eq 0 ]] || die "must run as root (writes ${CONF_DIR}, /dev/nvidia*, starts daemons)"
 }
 
-slurmd_pidfile() { echo "${RUN_DIR}/slurmd-$1.pid"; }
+# The host pid of node $1's init, the pid 1 of its namespaces. (slurmd's own pid
+# file holds its pid inside the node's namespace, which means nothing out here.)
+node_pidfile() { echo "${RUN_DIR}/node-$1.pid"; }
 
 # True if pid file $1 names a live process whose command is $2. Checking the
 # name guards against a stale pid file whose pid was reused after a reboot;
@@ -66,7 +85,38 @@ pidfile_alive() {
 }
 
 ctld_alive() { pidfile_alive "${CTLD_PIDFILE}" slurmctld; }
-slurmd_alive() { pidfile_alive "$(slurmd_pidfile "$1")" slurmd; }
+
+# Prints the host pid of node $1's init if it is running. The command line is
+# checked too: the init is a bash running this script's `_node-init NAME`.
+node_init_pid() {
+    local pidfile pid cmdline
+    pidfile=$(node_pidfile "$1")
+    pidfile_alive "${pidfile}" bash || return 1
+    pid=$(<"${pidfile}")
+    cmdline=$(tr '\0' ' ' <"/proc/${pid}/cmdline" 2>/dev/null) || return 1
+    [[ ${cmdline} == *" _node-init $1 "* ]] || return 1
+    echo "${pid}"
+}
+
+# True if node $1's slurmd runs: a live child of the node's init named slurmd.
+slurmd_alive() {
+    local init child comm state
+    init=$(node_init_pid "$1") || return 1
+    for child in $(cat "/proc/${init}/task/${init}/children" 2>/dev/null); do
+        comm=$(cat "/proc/${child}/comm" 2>/dev/null) || continue
+        state=$(awk '/^State:/ {print $2}' "/proc/${child}/status" 2>/dev/null) || continue
+        [[ ${comm} == slurmd && ${state} != Z ]] && return 0
+    done
+    return 1
+}
+
+valid_node() {
+    local n
+    for n in "${NODES[@]}"; do
+        [[ $1 == "${n}" ]] && return 0
+    done
+    die "unknown node '$1' (nodes: ${NODES[*]})"
+}
 
 # --------------------------------------------------------------------------
 # Installation
@@ -118,7 +168,8 @@ AuthInfo=cred_expire=10
 StateSaveLocation=${STATE_DIR}/slurmctld
 SlurmdSpoolDir=${STATE_DIR}/slurmd-%n
 SlurmctldPidFile=${CTLD_PIDFILE}
-SlurmdPidFile=${RUN_DIR}/slurmd-%n.pid
+# slurmd's pid inside its node's PID namespace (see node-%n.pid for the host pid).
+SlurmdPidFile=${RUN_DIR}/slurmd-%n.nspid
 SlurmctldLogFile=${LOG_DIR}/slurmctld.log
 SlurmdLogFile=${LOG_DIR}/slurmd-%n.log
 SlurmctldDebug=info
@@ -142,16 +193,20 @@ SelectTypeParameters=CR_Core
 PreemptType=preempt/none
 GresTypes=gpu
 
-# Short timeouts keep the test suite fast.
+# Short timeouts keep the test suite fast. slurmctld pings the slurmds and sets a
+# node that has not answered for SlurmdTimeout s DOWN: a killed node is DOWN
+# some 25-35 s later. Not lower: on a loaded machine a slow answer would take a
+# healthy node down with its jobs.
 MessageTimeout=10
 SlurmctldTimeout=30
-SlurmdTimeout=30
+SlurmdTimeout=15
 KillWait=5
 InactiveLimit=0
 OverTimeLimit=0
 # Finished jobs stay visible in squeue/scontrol for this many seconds.
 MinJobAge=120
-# A node that was down comes back by itself once its slurmd registers.
+# A node that was down (for any reason, e.g. kill-node) comes back by itself
+# once its slurmd registers with a valid configuration.
 ReturnToService=2
 JobRequeue=1
 MaxArraySize=10001
@@ -283,12 +338,64 @@ start_slurmctld() {
     done
 }
 
-start_slurmd() {
-    local node=$1
-    slurmd_alive "${node}" && return 0
-    log "starting slurmd ${node}"
+# pid 1 of a node's namespaces: names the host, runs slurmd in the foreground,
+# and reaps the orphans that pid 1 inherits (slurmstepd, job processes). It
+# exits with slurmd, and its death kills every process of the node.
+node_init() {
+    local node=$1 child
+    hostname "${node}"
     # -N picks the NodeName= entry; port, spool dir, pid and log file follow from it.
-    slurmd -N "${node}"
+    slurmd -D -N "${node}" &
+    child=$!
+    # pid 1 only gets the signals it handles: pass a SIGTERM (stop) on to slurmd.
+    trap 'kill -TERM "${child}" 2>/dev/null' TERM INT HUP
+    while kill -0 "${child}" 2>/dev/null; do
+        wait -n || true
+    done
+}
+
+start_slurmd() {
+    local node=$1 pidfile upid init="" i
+    slurmd_alive "${node}" && return 0
+    pidfile=$(node_pidfile "${node}")
+    if init=$(node_init_pid "${node}"); then
+        # An init without its slurmd: end the old node before starting a new one.
+        kill -KILL "${init}" 2>/dev/null || true
+        wait_gone "${init}"
+    fi
+    rm -f "${pidfile}"
+    log "starting slurmd ${node} (own hostname and process table)"
+    # setsid: the node outlives the shell or test that started it, as a daemon does.
+    setsid unshare --uts --pid --fork --mount-proc -- bash "${SELF}" _node-init "${node}" \
+        </dev/null >>"${LOG_DIR}/node-${node}.out" 2>&1 &
+    upid=$!
+    # unshare forks the init (pid 1 inside) and waits for it: the init is its only child.
+    for ((i = 0; i < 100; i++)); do
+        init=$(tr -d ' ' <"/proc/${upid}/task/${upid}/children" 2>/dev/null || true)
+        [[ -n ${init} ]] && break
+        kill -0 "${upid}" 2>/dev/null || break
+        sleep 0.1
+    done
+    [[ ${init} =~ ^[0-9]+$ ]] || { show_logs; die "node ${node} did not start (see ${LOG_DIR}/node-${node}.out)"; }
+    echo "${init}" >"${pidfile}"
+    for ((i = 0; i < 100; i++)); do
+        slurmd_alive "${node}" && return 0
+        kill -0 "${init}" 2>/dev/null || break
+        sleep 0.1
+    done
+    show_logs
+    die "slurmd ${node} did not start (see ${LOG_DIR}/node-${node}.out)"
+}
+
+# Wait (up to 10 s) until process $1 is gone or a zombie.
+wait_gone() {
+    local i state
+    for ((i = 0; i < 100; i++)); do
+        state=$(awk '/^State:/ {print $2}' "/proc/$1/status" 2>/dev/null) || return 0
+        [[ ${state} == Z ]] && return 0
+        sleep 0.1
+    done
+    return 1
 }
 
 # Prints "node state" lines, e.g. "node1 idle", "node2 down*".
@@ -417,7 +524,7 @@ daemons_alive_any() {
     local n
     ctld_alive && return 0
     for n in "${NODES[@]}"; do
-        slurmd_alive "${n}" && return 0
+        node_init_pid "${n}" >/dev/null && return 0
     done
     return 1
 }
@@ -453,7 +560,8 @@ cmd_stop() {
     fi
     local n
     for n in "${NODES[@]}"; do
-        stop_pidfile "$(slurmd_pidfile "${n}")" slurmd "slurmd ${n}"
+        # slurmd exits on 'scontrol shutdown', and its node's init with it.
+        stop_pidfile "$(node_pidfile "${n}")" bash "node ${n}"
     done
     stop_pidfile "${CTLD_PIDFILE}" slurmctld slurmctld
     # munged is left running: it is harmless and other tools may rely on it.
@@ -474,6 +582,58 @@ cmd_status() {
     nodes_up
 }
 
+# A power loss: SIGKILL the node's init, and with it (the kernel sees to that)
+# every process in its PID namespace at once: slurmd, slurmstepd, the jobs.
+cmd_kill_node() {
+    local node=${1:-} init
+    [[ -n ${node} ]] || usage
+    require_root
+    valid_node "${node}"
+    if ! init=$(node_init_pid "${node}"); then
+        log "node ${node} is not running"
+        return 0
+    fi
+    log "killing node ${node} (init pid ${init}) and every process on it"
+    kill -KILL "${init}"
+    wait_gone "${init}" || die "node ${node} (pid ${init}) did not die"
+    rm -f "$(node_pidfile "${node}")"
+}
+
+# Start a killed node's slurmd again; it is back once slurmctld has it idle.
+cmd_revive_node() {
+    local node=${1:-} deadline state
+    [[ -n ${node} ]] || usage
+    require_root
+    valid_node "${node}"
+    ctld_alive || die "slurmctld is not running; use start"
+    start_slurmd "${node}"
+    deadline=$((SECONDS + WAIT_SECONDS))
+    while ((SECONDS < deadline)); do
+        state=$(sinfo -h -n "${node}" -o '%T' 2>/dev/null || true)
+        case "${state}" in
+            idle | mixed | allocated | completing)
+                log "node ${node} is back: ${state}"
+                return 0
+                ;;
+            # Registered (no trailing '*') but still DOWN or drained: return it to service.
+            down | drained | draining | fail)
+                scontrol update nodename="${node}" state=resume >/dev/null 2>&1 || true
+                ;;
+        esac
+        sleep 1
+    done
+    sinfo -N -l >&2 || true
+    show_logs
+    die "node ${node} not idle after ${WAIT_SECONDS}s"
+}
+
+cmd_node_pid() {
+    local node=${1:-}
+    [[ -n ${node} ]] || usage
+    valid_node "${node}"
+    node_init_pid "${node}" || die "node ${node} is not running"
+}
+
 main() {
     local cmd=${1:-}
     [[ $# -gt 0 ]] && shift
@@ -481,6 +641,10 @@ main() {
         start) cmd_start "$@" ;;
         stop) cmd_stop ;;
         status) cmd_status ;;
+        kill-node) cmd_kill_node "$@" ;;
+        revive-node) cmd_revive_node "$@" ;;
+        node-pid) cmd_node_pid "$@" ;;
+        _node-init) node_init "$@" ;;
         restart)
             cmd_stop
             cmd_start "$@"

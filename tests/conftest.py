@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import socket
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -25,7 +27,7 @@ SERVICES = {
 # An objective for tests: a quadratic in the tuned values, with knobs read from the model config.
 OBJECTIVE = textwrap.dedent(
     """
-    import math, os, time
+    import json, math, os, time
     from aimlutils.hyper_opt.base_objective import *
 
     def custom_updates(trial, conf):
@@ -33,6 +35,15 @@ OBJECTIVE = textwrap.dedent(
             n = trial.suggest_int("num_dense", 0, 10)
             conf["model"]["dense_hidden_dims"] = [8] * n
         return conf
+
+    # Say "inside trial N" with a file, then wait there until the file `release` appears.
+    def hold(trial, folder, identity):
+        marker = os.path.join(folder, f"{trial.number}.json")
+        with open(marker + ".tmp", "w") as fh:
+            json.dump(dict(identity or {}, trial=trial.number), fh)
+        os.replace(marker + ".tmp", marker)
+        while not os.path.exists(os.path.join(folder, "release")):
+            time.sleep(0.05)
 
     class Objective(BaseObjective):
         def __init__(self, study, config, metric="val_loss", device="cpu"):
@@ -43,6 +54,8 @@ OBJECTIVE = textwrap.dedent(
             x = conf["optimizer"]["learning_rate"]
             if test.get("fail_on") is not None and trial.number % test["fail_on"] == 0:
                 raise RuntimeError("boom on purpose")
+            if trial.number < test.get("hold_trials", 0):
+                hold(trial, test["hold_dir"], self.worker_identity)
             sleep = test.get("sleep", 0.0)
             retry = test.get("fast_retries") and "retry_of" in trial.user_attrs
             if trial.number < test.get("fast_trials", 0) or retry:
@@ -109,16 +122,84 @@ def run_optimize(
     )
 
 
+CLUSTER_SCRIPT = ROOT / "scripts" / "slurm-test-cluster.sh"
+
+
+def cluster(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``scripts/slurm-test-cluster.sh ARGS`` (it must succeed)."""
+    command = ["bash", str(CLUSTER_SCRIPT), *args]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"slurm-test-cluster.sh {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+def node_pid(node: str, pid: int) -> int:
+    """The pid here of process ``pid`` of test-cluster node ``node``, which has a PID namespace of
+    its own (the pid a worker there records is the pid in that namespace)."""
+    init = int(cluster("node-pid", node).stdout)
+    namespace = os.readlink(f"/proc/{init}/ns/pid")
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.readlink(entry / "ns/pid") != namespace:
+                continue
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        nspid = next(line.split()[1:] for line in status.splitlines() if line.startswith("NSpid:"))
+        if int(nspid[-1]) == pid:
+            return int(entry.name)
+    raise LookupError(f"no process {pid} on {node}")
+
+
 @pytest.fixture(scope="session")
 def slurm_cluster() -> None:
     """The project's 2-node test cluster, started if it is not running (fails under CI if it can't)."""
-    script = ROOT / "scripts" / "slurm-test-cluster.sh"
-    proc = subprocess.run(["bash", str(script), "start"], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(["bash", str(CLUSTER_SCRIPT), "start"], capture_output=True, text=True, timeout=300)
     if proc.returncode != 0:
         message = f"the SLURM test cluster did not start:\n{proc.stdout}\n{proc.stderr}"
         if under_ci():
             pytest.fail(message)
         pytest.skip(message)
+
+
+class Held:
+    """Trials that wait inside the objective until released: the test's handle on "mid-trial".
+
+    With ``test={"hold_trials": N, "hold_dir": str(held.folder)}`` each trial numbered below N
+    writes ``<number>.json`` (its worker's identity: host, pid, job id) once it is inside the
+    objective, then waits until :meth:`release`. A trial found here is running *now*, whatever
+    the machine's load, so a test can kill its worker or cancel its job mid-trial.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def knobs(self, n: int) -> dict[str, Any]:
+        return {"hold_trials": n, "hold_dir": str(self.folder)}
+
+    def inside(self) -> dict[int, dict[str, Any]]:
+        """``{trial number: worker identity}`` of the trials that reached the objective."""
+        return {int(p.stem): json.loads(p.read_text()) for p in self.folder.glob("*.json")}
+
+    def wait(self, n: int, timeout: float = 120) -> dict[int, dict[str, Any]]:
+        """Wait until ``n`` trials are inside (a guard, not a measure: ``timeout`` is generous)."""
+        deadline = time.monotonic() + timeout
+        while len(found := self.inside()) < n:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"only {len(found)} of {n} trials reached the objective: {found}")
+            time.sleep(0.1)
+        return found
+
+    def release(self) -> None:
+        (self.folder / "release").touch()
+
+
+@pytest.fixture
+def held(tmp_path: Path) -> Held:
+    return Held(tmp_path / "held")
 
 
 def hyper_config(save_path: Path, objective: Path, **optuna: Any) -> dict[str, Any]:
@@ -155,7 +236,8 @@ def study_files(tmp_path: Path) -> Callable[..., tuple[Path, Path]]:
     """Write ``hyper.yml``, ``model.yml`` and ``objective.py``; keyword arguments go to ``optuna``.
 
     ``test=`` sets the objective's knobs (``sleep``, ``steps``, ``fail_on``, ``return_nan``,
-    ``fast_trials``, ``fast_retries``); ``sections=`` adds top-level sections (``slurm``, ``pbs``).
+    ``fast_trials``, ``fast_retries``, ``hold_trials`` with ``hold_dir``: see :class:`Held`);
+    ``sections=`` adds top-level sections (``slurm``, ``pbs``).
     """
 
     def make(

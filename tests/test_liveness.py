@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 from aimlutils.hyper_opt.coordination import Liveness, alive, process_is_gone
 
@@ -42,6 +43,30 @@ def test_other_hosts_are_judged_by_the_queue():
     assert not Liveness().is_gone({"host": "node9", "pid": 1, "job_id": "7_2"})
 
 
+def test_a_job_waiting_to_run_again_no_longer_runs_its_trial():
+    """A node failure or a preemption requeues the job: same id, PENDING until it restarts."""
+    live = Liveness(lambda: {"7_1": "PENDING", "7_2": "RUNNING"}, min_interval_s=0)
+    started = time.time() - 10
+    assert live.is_gone({"host": "node9", "pid": 1, "job_id": "7_1"}, since=started)
+    assert not live.is_gone({"host": "node9", "pid": 1, "job_id": "7_2"}, since=started)
+    # A queue answer from before the trial began may show the job before its first start.
+    stale = Liveness(lambda: {"7_1": "PENDING"}, min_interval_s=3600)
+    assert stale.is_gone({"host": "node9", "pid": 1, "job_id": "7_1"}, since=started)
+    assert not stale.is_gone({"host": "node9", "pid": 1, "job_id": "7_1"}, since=time.time() + 1)
+    assert not stale.is_gone({"host": "node9", "pid": 1, "job_id": "7_1"})  # when unknown
+
+
+def test_a_trial_of_an_earlier_run_of_my_own_job_is_gone_even_if_its_pid_lives():
+    """After a requeue the job runs again under its id; on a rebooted node old pids come back."""
+    me = {"job_id": "7_1", "restarts": 1}
+    live = Liveness(lambda: {"7_1": "RUNNING"}, min_interval_s=0, me=me)
+    here, pid = socket.gethostname(), os.getpid()
+    assert live.is_gone({"host": here, "pid": pid, "job_id": "7_1"})  # recorded before restarts existed
+    assert live.is_gone({"host": "node9", "pid": 1, "job_id": "7_1", "restarts": 0})
+    assert not live.is_gone({"host": here, "pid": pid, "job_id": "7_1", "restarts": 1})
+    assert not live.is_gone({"host": here, "pid": pid, "job_id": "7_2", "restarts": 0})
+
+
 def test_workers_of_a_study_share_one_queue_query_per_interval(tmp_path):
     asked = []
 
@@ -76,3 +101,31 @@ def test_a_trial_no_worker_took_up_is_failed_after_a_while(tmp_path, monkeypatch
     assert study.trials[1].state == optuna.trial.TrialState.WAITING  # its parameters run again
     assert study.trials[1].user_attrs["retry_of"] == 0
     assert study.trials[1].system_attrs["fixed_params"] == failed.params
+
+
+def test_a_trial_that_ends_while_it_is_judged_is_left_as_it_ended(tmp_path):
+    """Its worker finishes it between the listing of RUNNING trials and the verdict."""
+    import optuna
+
+    from aimlutils.hyper_opt.coordination import RunningTrials, recovery
+
+    study = optuna.create_study()
+    trial = study.ask()
+    trial.suggest_float("x", 0, 1)
+    running = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+    owners = RunningTrials(tmp_path / "running")
+    owners.mark(0, {"host": "node9", "pid": 1, "job_id": "7_1"})
+    study.tell(trial, 0.5)
+    gone = Liveness(lambda: {}, min_interval_s=0)  # the queue has forgotten job 7_1
+    assert recovery.fail_dead_trials(study, study._storage, running, owners, gone) == []
+    assert study.trials[0].state == optuna.trial.TrialState.COMPLETE and not study.trials[0].user_attrs
+    assert len(study.trials) == 1  # nothing queued again
+
+
+def test_cancel_waits_for_the_trials_of_a_cancelled_arrays_tasks():
+    from aimlutils.hyper_opt.commands.status import _owned_by
+    from aimlutils.hyper_opt.schedulers import Slurm
+
+    slurm = Slurm()
+    assert _owned_by({"job_id": "12_3"}, ["12"], slurm) and _owned_by({"job_id": "40"}, ["12", "40"], slurm)
+    assert not _owned_by({"job_id": "13_0"}, ["12"], slurm) and not _owned_by(None, ["12"], slurm)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import shlex
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,9 +21,8 @@ import yaml
 from optuna.trial import TrialState
 
 from aimlutils.hyper_opt.config import RunConfig, load_config
-from aimlutils.hyper_opt.coordination import RunningTrials
 from aimlutils.hyper_opt.storage import open_storage
-from tests.conftest import ROOT, service_url
+from tests.conftest import ROOT, cluster, node_pid, service_url
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster", "cancel_leftover_jobs")]
 
@@ -132,41 +134,45 @@ def test_two_jobs_of_four_gpus_run_eight_workers_each_on_its_own_node_and_gpu(st
     hyper, model = study_files(test={"sleep": 1.0, "steps": 2}, n_trials=24, gpu=True, sections=slurm(2, 4))
     cfg, study = submit_and_finish(hyper, model, "Submitted 2 job(s) of 4 worker(s)")
     assert counts(study) == {"COMPLETE": 24}
-    workers = [t.user_attrs["record"]["worker"] for t in study.trials]
-    pairs = {(w["node"], w["gpu"]) for w in workers}
-    assert pairs == {(node, str(gpu)) for node in ("node1", "node2") for gpu in range(4)}
-    # The eight ran at the same time: some moment has eight trials in flight.
-    spans = [(t.datetime_start, t.datetime_complete) for t in study.trials]
-    assert max(sum(s <= start < e for s, e in spans) for start, _ in spans) == 8
+    by_pair: dict[tuple[str, str], list[optuna.trial.FrozenTrial]] = {}
+    for t in study.trials:
+        worker = t.user_attrs["record"]["worker"]
+        assert worker["host"] == worker["node"]  # each node is a host of its own
+        by_pair.setdefault((worker["node"], worker["gpu"]), []).append(t)
+    # Every (node, GPU) pair ran trials ...
+    assert set(by_pair) == {(node, str(gpu)) for node in ("node1", "node2") for gpu in range(4)}
+    for pair, trials in by_pair.items():
+        # ... in one worker, and never two trials at once: one worker per GPU.
+        assert len({t.user_attrs["record"]["worker"]["pid"] for t in trials}) == 1, pair
+        spans = sorted((t.datetime_start, t.datetime_complete) for t in trials)
+        assert all(end <= next_start for (_, end), (next_start, _) in itertools.pairwise(spans)), pair
     assert csv_count(cfg) == 24
 
 
 @pytest.mark.parametrize("storage", ["journal", "sqlite", "postgresql"])
-def test_scancel_and_kill_9_mid_trial_lose_nothing(study_files, storage):
+def test_scancel_and_kill_9_mid_trial_lose_nothing(study_files, held, storage):
     url = {"journal": None, "sqlite": "sqlite:///results/study.db", "postgresql": None}[storage]
     if storage == "postgresql":
         url = service_url("postgresql")
     extra = {"storage": url} if url else {}
-    hyper, model = study_files(
-        test={"sleep": 0.75, "steps": 2}, n_trials=10, gpu=True, sections=slurm(2, 2), **extra
-    )
+    # Trials 0-3 wait inside the objective until released: one in each of the 4 workers.
+    test = {"sleep": 0.75, "steps": 2, **held.knobs(4)}
+    hyper, model = study_files(test=test, n_trials=10, gpu=True, sections=slurm(2, 2), **extra)
     assert run(hyper, model).returncode == 0
     cfg = config(hyper, model)
     (array,) = job_ids(cfg)
-    owners = RunningTrials(cfg.save_path / "running")
-
-    def running_owners() -> dict[int, dict[str, Any]]:
-        running = study_of(cfg).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        return {t.number: o for t in running if (o := owners.owner(t.number))}
-
-    wait_for(
-        lambda: {o["job_id"] for o in running_owners().values()} >= {f"{array}_0", f"{array}_1"},
-        60,
-        "both jobs",
-    )
-    victim_number, victim = next((n, o) for n, o in running_owners().items() if o["job_id"] == f"{array}_0")
-    os.kill(victim["pid"], signal.SIGKILL)
+    inside = held.wait(4)
+    assert sorted(o["job_id"] for o in inside.values()) == [f"{array}_0"] * 2 + [f"{array}_1"] * 2
+    victim_number, victim = min((n, o) for n, o in inside.items() if o["job_id"] == f"{array}_0")
+    os.kill(node_pid(victim["node"], victim["pid"]), signal.SIGKILL)
     subprocess.run(["scancel", f"{array}_1"], check=True)
+    cancelled = [n for n, o in inside.items() if o["job_id"] == f"{array}_1"]
+    wait_for(
+        lambda: all(study_of(cfg).trials[n].state == TrialState.FAIL for n in cancelled),
+        60,
+        "the cancelled job's workers to fail their trials",
+    )
+    held.release()
     study = finish(cfg)
     c = counts(study)
     assert "RUNNING" not in c
@@ -286,3 +292,146 @@ def test_requeued_job_rejoins_the_study(study_files):
     failed = assert_interrupted_trials_were_rerun(study)
     assert failed and all(t.user_attrs["record"]["fail_reason"].startswith("interrupted") for t in failed)
     assert len({t.user_attrs["record"]["worker"]["pid"] for t in finished(study)}) == 4  # two runs of 2
+
+
+# Run on a node of the cluster: what can a process there see of the process named in `token`?
+PROBE = """
+import json, os, socket, sys
+from pathlib import Path
+
+here = Path(sys.argv[1])
+token = (here / "token").read_text()
+pid = int((here / "pid").read_text())
+
+
+def cmdline(p):
+    try:
+        return Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+try:
+    os.kill(pid, 0)
+    signalable = True
+except ProcessLookupError:
+    signalable = False
+seen = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and token in cmdline(p.name)]
+found = {"host": socket.gethostname(), "signalable": signalable, "same": token in cmdline(pid), "seen": seen}
+out = here / f"probe-{os.environ['SLURMD_NODENAME']}.json"
+out.with_suffix(".tmp").write_text(json.dumps(found))
+out.with_suffix(".tmp").rename(out)
+"""
+
+
+def test_the_nodes_are_separate_hosts_with_their_own_processes(tmp_path):
+    """What the liveness code relies on: a worker can check pids of its own node only, so
+    trials on the other node are judged by the queue."""
+    token = f"only-on-node2-{os.getpid()}-{time.time_ns()}"
+    (tmp_path / "token").write_text(token)
+    (tmp_path / "probe.py").write_text(PROBE)
+    python, probe = shlex.quote(sys.executable), shlex.quote(str(tmp_path / "probe.py"))
+    sleeper = f"{python} -c 'import time; time.sleep(600)' {token}"
+    # node2: a process with the token on its command line, its pid, a probe, then wait for release.
+    on_node2 = (
+        f"{sleeper} & echo $! > pid.tmp && mv pid.tmp pid; {python} {probe} .; "
+        "while [ ! -e release ]; do sleep 0.1; done; kill $!"
+    )
+    jobs = [sbatch("node2", on_node2, tmp_path)]
+    try:
+        node2 = read_json_when_there(tmp_path / "probe-node2.json")
+        jobs.append(sbatch("node1", f"{python} {probe} .", tmp_path))
+        node1 = read_json_when_there(tmp_path / "probe-node1.json")
+        pid = int((tmp_path / "pid").read_text())
+        here = node_pid("node2", pid)
+        print(f"node1 sees {node1}, node2 sees {node2}; node2's process {pid} is process {here} here")
+        assert node1["host"] == "node1" and node2["host"] == "node2" != socket.gethostname()
+        # node2 sees its own process; so does this machine, which holds both namespaces ...
+        assert node2["seen"] == [pid] and node2["same"] and node2["signalable"]
+        assert token in Path(f"/proc/{here}/cmdline").read_bytes().decode()
+        # ... node1 does not: no process of node1 has the token, and pid is not that process
+        # (kill -0 may reach a process of node1 that happens to have the same number).
+        assert node1["seen"] == [] and not node1["same"]
+    finally:
+        (tmp_path / "release").touch()
+        subprocess.run(["scancel", *jobs], capture_output=True, check=False)
+    wait_for(lambda: not set(queued(jobs)), 60, "the probe jobs to end")
+
+
+def sbatch(node: str, script: str, folder: Path) -> str:
+    where = ["-w", node, "-t", "5", "-D", str(folder), "-o", f"{node}-%j.out"]
+    out = subprocess.run(
+        ["sbatch", "--parsable", *where, "--wrap", script],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip().split(";")[0]
+
+
+def read_json_when_there(path: Path, timeout: float = 60) -> dict[str, Any]:
+    wait_for(path.exists, timeout, str(path))
+    return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize(("storage", "jobs"), [("journal", 2), ("postgresql", 2), ("journal", 1)])
+def test_a_node_lost_mid_trial_loses_no_trial(study_files, held, storage, jobs):
+    """Power loss of a node with four trials running there. With two jobs, the other node's
+    workers, which cannot see the lost node's processes, fail those trials from the queue state
+    (the lost job waits there to run again). With one job, Slurm requeues it and its second run
+    fails them. Either way their parameters run again."""
+    extra = {"storage": service_url("postgresql")} if storage == "postgresql" else {}
+    # One job of 4 GPUs per node; the first trials wait inside the objective, one in each worker.
+    test = {"sleep": 0.5, "steps": 2, **held.knobs(4 * jobs)}
+    hyper, model = study_files(test=test, n_trials=16, gpu=True, sections=slurm(jobs, 4), **extra)
+    assert run(hyper, model).returncode == 0
+    cfg = config(hyper, model)
+    inside = held.wait(4 * jobs)
+    victim = "node2" if jobs == 2 else inside[0]["node"]
+    lost = sorted(n for n, o in inside.items() if o["node"] == victim)
+    assert len(lost) == 4, inside
+    try:
+        cluster("kill-node", victim)
+        killed = time.monotonic()
+        held.release()
+        wait_for(lambda: node_state(victim).startswith("down"), 120, f"{victim} to be DOWN")
+        down = time.monotonic() - killed
+        wait_for(
+            lambda: all(study_of(cfg).trials[n].state == TrialState.FAIL for n in lost),
+            240,
+            "the lost trials to be failed",
+        )
+        failed = time.monotonic() - killed
+        wait_for(lambda: done(study_of(cfg)) == 16, 120, "the study to end")
+        print(
+            f"{victim} killed with trials {lost} running: DOWN after {down:.0f} s, its trials failed "
+            f"after {failed:.0f} s, the study done after {time.monotonic() - killed:.0f} s"
+        )
+        study = finish(cfg, 180)
+    finally:
+        cluster("revive-node", victim)
+    c = counts(study)
+    assert c.get("COMPLETE", 0) + c.get("PRUNED", 0) == 16 and "RUNNING" not in c, c
+    assert sorted(t.number for t in study.trials if t.state == TrialState.FAIL) == lost
+    for number in lost:
+        reason = study.trials[number].user_attrs["record"]["fail_reason"]
+        assert f"host {victim}) ended during the trial" in reason, reason
+    assert_interrupted_trials_were_rerun(study)
+    assert csv_count(cfg) == len(finished(study))
+    # Failed by the surviving job's workers, or by the second run of the lost one (job i runs
+    # workers 4i to 4i + 3).
+    if jobs == 1:
+        failers = list(range(4))
+    else:
+        lost_index = int(inside[lost[0]]["job_id"].rpartition("_")[2])  # array task "123_1"
+        failers = [i for i in range(8) if i // 4 != lost_index]
+    log = cfg.log_file.read_text() if cfg.log_file else ""
+    for number in lost:
+        line = next(x for x in log.splitlines() if f"trial {number} failed: worker process" in x)
+        assert any(f" worker {i}: " in line for i in failers), (line, failers)
+
+
+def node_state(node: str) -> str:
+    return subprocess.run(
+        ["sinfo", "-h", "-n", node, "-o", "%T"], capture_output=True, text=True, check=False
+    ).stdout.strip()

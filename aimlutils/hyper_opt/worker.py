@@ -78,19 +78,19 @@ def worker_identity(index: int, environ: Mapping[str, str] = os.environ) -> dict
         "node": (job[1].node if job else None) or host,
         "pid": os.getpid(),
         "job_id": job[1].job_id if job else None,
+        # Which run of the job this is: a requeued job keeps its id.
+        "restarts": job[1].restarts if job else 0,
         "gpu": environ.get("CUDA_VISIBLE_DEVICES"),
     }
 
 
-def _liveness(cfg: RunConfig, environ: Mapping[str, str]) -> Liveness:
+def _liveness(cfg: RunConfig, environ: Mapping[str, str], me: dict[str, Any]) -> Liveness:
     """Workers in jobs ask their scheduler's queue about workers on other hosts; others cannot."""
     job = schedulers.current_job(environ)
-    scheduler = job[0]() if job else None
-    return (
-        Liveness(scheduler.queue, cache=cfg.paths.queue_cache, job_alive=scheduler.job_alive)
-        if scheduler
-        else Liveness()
-    )
+    if job is None:
+        return Liveness(me=me)
+    scheduler = job[0]()
+    return Liveness(scheduler.queue, cache=cfg.paths.queue_cache, me=me, job_alive=scheduler.job_alive)
 
 
 def build_worker_objective(
@@ -164,7 +164,7 @@ class Worker:
         self.max_trials = max_trials
         self.reraise = reraise
         self.identity = worker_identity(index)
-        self.liveness = _liveness(cfg, os.environ)
+        self.liveness = _liveness(cfg, os.environ, self.identity)
         self.sweep_turn = StudyTurn(cfg.paths.sweep_turn)
         self.job_end = job_end(os.environ.get("AIMLUTILS_JOB_END"))
         self._durations: list[float] = []

@@ -122,5 +122,6 @@ def cancel(args: argparse.Namespace, console: Console) -> int:
 
 
 def _owned_by(owner: dict[str, Any] | None, job_ids: list[str], scheduler: Scheduler) -> bool:
+    """Whether ``owner`` runs in one of ``job_ids`` (a job array's id covers its tasks)."""
     job = (owner or {}).get("job_id")
-    return job is not None and any(scheduler.job_alive(job, {j: ""}) for j in job_ids)
+    return job is not None and any(scheduler.job_alive(j, {job: ""}) for j in job_ids)

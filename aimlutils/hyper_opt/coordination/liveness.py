@@ -16,6 +16,9 @@ from aimlutils.hyper_opt.coordination.locks import FileLock
 QueueQuery = Callable[[], dict[str, str]]
 #: Whether a job id is among the queue's (a scheduler's own id format decides).
 JobAlive = Callable[[str | None, dict[str, str]], bool]
+#: Queue states of a job none of whose processes runs: SLURM's after a requeue (node failure,
+#: preemption, ``scontrol requeue``), PBS's queued, held and waiting.
+WAITING = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "Q", "H", "W"})
 
 
 def alive(job_id: str | None, queue: dict[str, str]) -> bool:
@@ -49,9 +52,11 @@ class Liveness:
     """Decides whether a RUNNING trial's owner (host, pid, job id) is gone.
 
     A process on this host is checked directly. One on another host is gone when its job is no
-    longer queued or running. The scheduler is a shared service: the queue is asked at most once
-    every ``min_interval_s`` seconds, and with ``cache`` (a file in ``save_path``) once per interval
-    for all the workers of a study together, whoever asks first.
+    longer queued or running, or waits in the queue to run again (it was requeued). The scheduler
+    is a shared service: the queue is asked at most once every ``min_interval_s`` seconds, and with
+    ``cache`` (a file in ``save_path``) once per interval for all the workers of a study together,
+    whoever asks first. ``me`` is the asking worker's identity: a trial of its own job from an
+    earlier run of that job (``restarts`` differs) is gone, wherever it ran.
     """
 
     def __init__(
@@ -60,11 +65,13 @@ class Liveness:
         min_interval_s: float = 60.0,
         cache: Path | None = None,
         job_alive: JobAlive = alive,
+        me: dict[str, Any] | None = None,
     ) -> None:
         self.queue = queue
         self.job_alive = job_alive
         self.min_interval_s = min_interval_s
         self.cache = cache
+        self.me = me or {}
         self.host = socket.gethostname()
         self._states: dict[str, str] | None = None
         self._asked = -float("inf")
@@ -99,10 +106,28 @@ class Liveness:
             lock.release()
         return self._states
 
-    def is_gone(self, owner: dict[str, Any] | None) -> bool:
+    def is_gone(self, owner: dict[str, Any] | None, since: float | None = None) -> bool:
+        """Whether ``owner``'s process has ended; ``since`` is when its trial started (Unix time)."""
         if not owner:
             return False
+        if self._earlier_run_of_my_job(owner):
+            return True
         if owner.get("host") == self.host:
             return process_is_gone(owner.get("pid"))
-        states = self._queue_states() if owner.get("job_id") else None
-        return states is not None and not self.job_alive(owner.get("job_id"), states)
+        job = owner.get("job_id")
+        states = self._queue_states() if job else None
+        if states is None:
+            return False
+        if not self.job_alive(job, states):
+            return True
+        # A job waiting to run again no longer runs the trial; but a queue answer older than the
+        # trial may show the job waiting for its first start.
+        return states.get(str(job)) in WAITING and since is not None and self._asked > since
+
+    def _earlier_run_of_my_job(self, owner: dict[str, Any]) -> bool:
+        """A trial of this worker's own job, started before the job was requeued and restarted:
+        the queue shows the job running again, and the old pid may be reused by then."""
+        job = self.me.get("job_id")
+        if not job or owner.get("job_id") != job:
+            return False
+        return bool(owner.get("restarts", 0) != self.me.get("restarts", 0))

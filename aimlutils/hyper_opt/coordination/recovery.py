@@ -55,7 +55,7 @@ def _why_dead(
         if (datetime.datetime.now() - started).total_seconds() < ORPHAN_AFTER_S:
             return None
         return {}, f"no worker took the trial up within {ORPHAN_AFTER_S:.0f} s of its creation"
-    if not liveness.is_gone(owner):
+    if not liveness.is_gone(owner, trial.datetime_start.timestamp() if trial.datetime_start else None):
         return None
     where = f"job {owner.get('job_id')}, " if owner.get("job_id") else ""
     return (
@@ -84,10 +84,10 @@ def fail_dead_trials(
             continue
         owner, reason = dead
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
-        storage.set_trial_user_attr(trial_id, RECORD_ATTR, {"worker": owner, "fail_reason": reason})
         try:
+            storage.set_trial_user_attr(trial_id, RECORD_ATTR, {"worker": owner, "fail_reason": reason})
             study.tell(trial.number, state=TrialState.FAIL)
-        except (ValueError, RuntimeError):  # another worker failed it first
+        except (ValueError, RuntimeError):  # it has finished since it was listed, or was failed first
             continue
         owners.clear(trial.number)
         logger.warning("trial %d failed: %s", trial.number, reason)

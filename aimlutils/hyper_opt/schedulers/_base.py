@@ -59,6 +59,8 @@ class JobEnvironment:
     job_id: str
     """The id the queue knows the job by (``123_4`` for task 4 of SLURM array 123)."""
     node: str | None = None
+    restarts: int = 0
+    """How often the job was requeued and started again (it keeps its id)."""
 
 
 class Scheduler(abc.ABC):

@@ -110,11 +110,12 @@ class Slurm(Scheduler):
     @classmethod
     def job_environment(cls, environ: Mapping[str, str]) -> JobEnvironment | None:
         node = environ.get("SLURMD_NODENAME")
+        restarts = int(environ.get("SLURM_RESTART_COUNT") or 0)
         if environ.get("SLURM_ARRAY_JOB_ID"):
             job = f"{environ['SLURM_ARRAY_JOB_ID']}_{environ.get('SLURM_ARRAY_TASK_ID', '')}"
-            return JobEnvironment(cls.name, job, node)
+            return JobEnvironment(cls.name, job, node, restarts)
         if environ.get("SLURM_JOB_ID"):
-            return JobEnvironment(cls.name, environ["SLURM_JOB_ID"], node)
+            return JobEnvironment(cls.name, environ["SLURM_JOB_ID"], node, restarts)
         return None
 
     def _is_array(self, n_jobs: int) -> bool:
