@@ -109,11 +109,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_optimize(
-    hyper: Path, model: Path, *args: str, env: dict[str, str] | None = None
+    hyper: Path, model: Path, *args: str, env: dict[str, str] | None = None, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     """``optimize.py hyper.yml model.yml ARGS`` as a user runs it, from hyper.yml's directory."""
     return subprocess.run(
         [sys.executable, str(ROOT / "optimize.py"), str(hyper), str(model), *args],
+        input=stdin,
         capture_output=True,
         text=True,
         cwd=hyper.parent,

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +14,7 @@ from optuna.trial import TrialState
 
 import aimlutils.hyper_opt as hyper_opt
 from aimlutils.hyper_opt import BaseObjective, optimize, submit
-from tests.conftest import MODEL, ROOT, hyper_config, needs_module
+from tests.conftest import MODEL, ROOT, hyper_config, needs_module, run_optimize
 
 TORCH = ROOT / "examples" / "torch"
 
@@ -86,14 +84,7 @@ def _storage(tmp_path: Path) -> optuna.storages.BaseStorage:
 
 def test_debug_flag_opens_the_debugger_on_the_first_exception(study_files, tmp_path):
     hyper, model = study_files(test={"fail_on": 1})  # every trial number is a multiple of 1
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "optimize.py"), str(hyper), str(model), "--debug"],
-        input="where\nquit\n",
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        timeout=120,
-    )
+    proc = run_optimize(hyper, model, "--debug", stdin="where\nquit\n")
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "The trial failed with RuntimeError: boom on purpose" in proc.stdout
     assert "(Pdb)" in proc.stdout

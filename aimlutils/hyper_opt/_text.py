@@ -6,6 +6,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 
 def show(value: Any) -> str:
     """A value for a table or a message: floats to 6 significant digits.
@@ -31,3 +33,31 @@ def tail(path: Path, lines: int, missing: str, empty: str = "") -> str:
     except OSError:
         return missing
     return "\n".join(text.rstrip("\n").splitlines()[-lines:]) or empty
+
+
+def scalar(text: str) -> Any:
+    """A number where Python reads one (``1e-5``, which YAML 1.1 reads as text), else YAML."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return yaml.safe_load(text)
+
+
+def top_level_commas(text: str, start: int) -> list[int]:
+    """Positions of the commas outside quotes and brackets: those of Hydra's ``a,b,c``."""
+    commas, depth, quote = [], 0, ""
+    for index in range(start, len(text)):
+        char = text[index]
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char in "([{":
+            depth += 1
+        elif char in ")]}":
+            depth -= 1
+        elif char == "," and depth == 0:
+            commas.append(index)
+    return commas

@@ -18,13 +18,14 @@ from typing import Any
 import yaml
 from optuna.distributions import FloatDistribution, IntDistribution
 
+from aimlutils.hyper_opt._text import scalar, top_level_commas
 
-#: First parts of a key that address ``hyper.yml`` instead of the model config.
+
 def hyper_prefixes() -> tuple[str, ...]:
-    """``optuna``, ``log``, ``save_path`` and the section of every registered scheduler."""
-    from aimlutils.hyper_opt import (
-        schedulers,  # imported here: schedulers import the config, which imports this
-    )
+    """First parts of a key that address ``hyper.yml``: ``optuna``, ``log``, ``save_path``, and
+    the section of every registered scheduler (imported here: they import the config, which
+    imports this)."""
+    from aimlutils.hyper_opt import schedulers
 
     return ("optuna", "log", "save_path", *schedulers.names())
 
@@ -334,16 +335,6 @@ def _iterate_range(
     return values
 
 
-def scalar(text: str) -> Any:
-    """A number where Python reads one (``1e-5``, which YAML 1.1 reads as text), else YAML."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return yaml.safe_load(text)
-
-
 def parse_override(text: str) -> Override:
     """Parse ``key=value``; raises :class:`OverrideSyntaxError` pointing at where it stopped."""
     match = _KEY.match(text)
@@ -368,7 +359,7 @@ def parse_override(text: str) -> Override:
             return Override(text, key, value=result)  # int(3), float(1)
         kind, settings = _distribution(result, parser)
         return Override(text, key, kind=kind, settings=settings)
-    commas = [] if key.split(".")[0] in hyper_prefixes() else _top_level_commas(text, parser.pos)
+    commas = [] if key.split(".")[0] in hyper_prefixes() else top_level_commas(text, parser.pos)
     if commas:  # Hydra's simple choice sweep: a,b,c
         choices = []
         for begin, end in zip([parser.pos, *(c + 1 for c in commas)], [*commas, len(text)], strict=True):
@@ -386,21 +377,3 @@ def _plain(raw: str, parser: _Parser) -> Any:
         return scalar(raw)
     except yaml.YAMLError as err:
         raise parser.fail(f"not a valid value: {str(err).splitlines()[0]}") from None
-
-
-def _top_level_commas(text: str, start: int) -> list[int]:
-    """Positions of the commas outside quotes and brackets: those of Hydra's ``a,b,c``."""
-    commas, depth, quote = [], 0, ""
-    for index in range(start, len(text)):
-        char = text[index]
-        if quote:
-            quote = "" if char == quote else quote
-        elif char in "'\"":
-            quote = char
-        elif char in "([{":
-            depth += 1
-        elif char in ")]}":
-            depth -= 1
-        elif char == "," and depth == 0:
-            commas.append(index)
-    return commas
