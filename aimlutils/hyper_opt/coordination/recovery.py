@@ -86,12 +86,14 @@ def fail_dead_trials(
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
         try:
             storage.set_trial_user_attr(trial_id, RECORD_ATTR, {"worker": owner, "fail_reason": reason})
+            # Queued before the trial is failed: failing it frees its place in the budget, and a
+            # worker waiting for one would otherwise start a new trial there, not this one again.
+            requeue(study, trial, max_retries)
             study.tell(trial.number, state=TrialState.FAIL)
         except (ValueError, RuntimeError):  # it has finished since it was listed, or was failed first
             continue
         owners.clear(trial.number)
         logger.warning("trial %d failed: %s", trial.number, reason)
-        requeue(study, trial, max_retries)
         failed.append(trial.number)
     return failed
 
