@@ -52,6 +52,9 @@ logger = logging.getLogger("aimlutils.hyper_opt.proxy")
 
 #: How often a proxy looks whether its study is done.
 DONE_CHECK_S = 10.0
+#: How long a study stays done before its proxy ends: its workers still ask the budget, record
+#: and leave through it.
+DONE_GRACE_S = 30.0
 #: How long one attempt to reach a proxy waits for it to answer.
 ANSWER_TIMEOUT_S = 10.0
 
@@ -187,13 +190,18 @@ def serve(cfg: RunConfig) -> int:
     me.write(cfg.paths.proxy_address)
     logger.info("storage proxy for %s listening at %s", cfg.storage, me)
     study = optuna.load_study(study_name=cfg.study_name, storage=backend)
+    done_since: float | None = None
     while not stopped.is_set():
         stopped.wait(DONE_CHECK_S)
         if ProxyAddress.read(cfg.paths.proxy_address) != me:
             logger.info("another proxy took over the study; stopping")
             return 0
-        if _study_done(study, cfg.optuna.n_trials):
-            logger.info("the study is done; stopping the proxy")
+        if not _study_done(study, cfg.optuna.n_trials):
+            done_since = None
+        elif done_since is None:
+            done_since = time.monotonic()
+        elif time.monotonic() - done_since >= DONE_GRACE_S:
+            logger.info("the study has been done for %.0f s; stopping the proxy", DONE_GRACE_S)
             cfg.paths.proxy_address.unlink(missing_ok=True)
             return 0
     logger.info("stopped by a signal")
