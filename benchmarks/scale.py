@@ -910,6 +910,12 @@ def _notes(results: list[dict[str, Any]]) -> list[str]:
             parts.append(f"the proxy ended and was restarted {r['proxy_restarts']} times")
         if r.get("load_max") is not None:
             parts.append(f"load average up to {r['load_max']:.1f}")
+        if r.get("sampler_failures"):
+            first = r["sampler_failures"][0].split(" ", 1)
+            parts.append(
+                f"**the storage server could not be reached for {len(r['sampler_failures'])} s of it** "
+                f"(from {first[0]}: {first[1][:60]}; other work on this machine restarts the servers)"
+            )
         if r.get("proxy_clients_max") is not None:
             parts.append(f"{r['proxy_clients_max']} TCP connections to the proxy")
         if r["crashed"]:
@@ -950,13 +956,15 @@ def capacity_model(results: list[dict[str, Any]]) -> str:
     read every entry: that load grows with workers x rate.
     """
     ran = [r for r in results if r.get("utilisation") is not None]
+    conclusions: list[str] = []
     lines = [
         "### Capacity model",
         "",
         "Every claim (budget check, ask, owner file) happens under the study's one claim lock, so a "
         "study starts at most 1 / (claim lock hold time) trials per second, however many workers it has; "
-        "a worker that finds the lock busy waits. The hold time is fitted against the study's size "
-        "(trials in it during the run, half of `n_trials` on average), because through the proxy each "
+        "a worker that finds the lock busy waits. The hold time (p50; from the slowest rate's cases when "
+        "they span sizes, where claims rarely queue) is fitted against the study's size (trials in it "
+        "during the run, half of `n_trials` on average), because through the proxy each "
         "`study.ask` makes the proxy read every trial of the study from PostgreSQL (Optuna's "
         "`GetTrials`, for the queue of waiting trials). With the journal file and Redis every worker "
         "reads every entry any worker writes, once: that load is workers x entries per trial x rate. "
@@ -979,7 +987,10 @@ def capacity_model(results: list[dict[str, Any]]) -> str:
         cost = f"{calls:.0f} storage calls, {files:.0f} file ops"
         if entries > 0.5:
             cost += f", {entries:.1f} journal entries that every worker reads"
-        points = [(r["n_trials"] / 2, r["claim_hold_p50"]) for r in rows if r["claim_hold_p50"]]
+        # The slowest rate's cases, where claims rarely queue behind each other, when they span sizes.
+        slow = [r for r in rows if r["case"]["rate"] == min(x["case"]["rate"] for x in rows)]
+        fitted = slow if len({r["n_trials"] for r in slow}) > 1 else rows
+        points = [(r["n_trials"] / 2, r["claim_hold_p50"]) for r in fitted if r["claim_hold_p50"]]
         a, b = _fit(points)
         hold = f"{a * 1000:.0f} ms" + (f" + {b * 1e6:.2f} ms per 1,000 trials" if b > 0 else "")
         cells = []
@@ -1008,7 +1019,66 @@ def capacity_model(results: list[dict[str, Any]]) -> str:
                 parts.append("4 database connections")
             cells.append("; ".join(parts))
         lines.append(f"| {LABELS[storage]} | {cost} | {hold} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        conclusions.append(_saturation(storage, a, b, entries, refused))
+    return "\n".join([*lines, "", *(f"- {c}" for c in conclusions if c), "", _verdict(ran)])
+
+
+def _saturation(storage: str, a: float, b: float, entries: float, refused: list[dict[str, Any]]) -> str:
+    """Where a storage stops keeping up, from its fitted claim cost and its re-read load."""
+    label = LABELS[storage]
+    out = []
+    if storage in ("postgresql", "mysql"):
+        fit = min((r["fit"] for r in refused if r.get("fit") is not None), default=None)
+        out.append(
+            f"{label} needs one connection per worker: here {fit} fit"
+            if fit is not None
+            else f"{label} needs one connection per worker"
+        )
+    if b > 0:
+        sizes = [(rate, (1 / rate - a) / b) for rate in (2000 / PROJECTED_TRIAL_S, 10000 / PROJECTED_TRIAL_S)]
+        out.append(
+            f"{label}: claims get slower as the study grows; the claim lock is busy all the time at "
+            + " and ".join(
+                f"{rate:.1f} trials/s once the study holds about {max(0, n):,.0f} trials" for rate, n in sizes
+            )
+        )
+    elif a > 0:
+        out.append(f"{label}: at most about {1 / a:.0f} claims/s through the claim lock")
+    if entries > 0.5:
+        # Every worker reads every entry: workers x entries x (workers / trial length) entries/s.
+        limit = math.sqrt(REDIS_GETS_PER_S * PROJECTED_TRIAL_S / entries)
+        if storage == "redis":
+            out.append(
+                f"one Redis server (about {REDIS_GETS_PER_S:,} GETs/s) serves the re-reads of about "
+                f"{limit:,.0f} workers with 10-minute trials (one GET per entry per worker)"
+            )
+        else:
+            out.append(
+                "each worker re-reads the entries of every trial of the study (the file's new part, once a "
+                "trial): with 10-minute trials that is "
+                + ", ".join(f"{w * entries * w / PROJECTED_TRIAL_S:,.0f} entries/s" for w in PROJECTED)
+                + " across the file system for "
+                + " and ".join(f"{w:,}" for w in PROJECTED)
+                + " workers; the writes (a lock file, an append and an fsync each) do not grow with workers"
+            )
+    return "; ".join(out) + "." if out else ""
+
+
+def _verdict(ran: list[dict[str, Any]]) -> str:
+    """The issue's acceptance line: utilisation at 1,000 workers or more, 3.3 trials/s."""
+    big = [r for r in ran if r["case"]["workers"] >= 1000 and abs(r["case"]["rate"] - 2000 / 600) < 0.05]
+    if not big:
+        return "No case of 1,000 workers or more at 3.3 trials/s ran."
+    figures = ", ".join(
+        f"{LABELS[r['case']['storage']]} {r['utilisation'] * 100:.1f}%"
+        for r in sorted(big, key=lambda r: -r["utilisation"])
+    )
+    best = max(big, key=lambda r: r["utilisation"])
+    met = "met" if best["utilisation"] >= 0.95 else "not met"
+    return (
+        f"**Utilisation at {best['case']['workers']:,} workers, 3.3 trials/s:** {figures}. The target of 95% "
+        f"is {met} by the best of them ({LABELS[best['case']['storage']]})."
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -1048,7 +1118,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="let the proxy leave once the study is done, as it does in a real run (and restart it)",
     )
     parser.add_argument(
-        "--from-json", type=Path, help="write the section from a --json file of an earlier run"
+        "--from-json",
+        type=Path,
+        nargs="+",
+        help="write the section from --json files of earlier runs (later files' cases replace earlier ones)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the study folders (printed)")
     parser.add_argument("--smoke", action="store_true", help="a tiny run of every storage, for the tests")
@@ -1060,6 +1133,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if unknown:
         parser.error(f"unknown storages {sorted(unknown)}; choose from {', '.join(STORAGES)}")
     return args
+
+
+def _key(result: dict[str, Any]) -> tuple[str, int, float]:
+    c = result["case"]
+    return (c["storage"], c["workers"], round(c["rate"], 1))
+
+
+def _merge(saved: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], float]:
+    """The cases of several runs, each from the last run that has it, by rate, size and storage."""
+    saved = [run if isinstance(run, dict) else {"results": run, "total_s": 0.0} for run in saved]
+    merged = {_key(result): result for run in saved for result in run["results"]}
+    rank = {storage: i for i, storage in enumerate(STORAGES)}
+    ordered = sorted(merged.values(), key=lambda r: (_key(r)[2], _key(r)[1], rank[_key(r)[0]]))
+    return ordered, sum(run["total_s"] for run in saved)
 
 
 def cases(args: argparse.Namespace) -> list[Case]:
@@ -1075,9 +1162,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child is not None:
         return child_main(args.child)
-    if args.from_json is not None:  # the section again, from the figures of an earlier run
-        saved = json.loads(args.from_json.read_text())
-        write_section(args.output, "scale", render(saved["results"], args, saved["total_s"]))
+    if args.from_json:  # the section again, from the figures of earlier runs
+        merged, total_s = _merge([json.loads(path.read_text()) for path in args.from_json])
+        write_section(args.output, "scale", render(merged, args, total_s))
         return 0
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.basicConfig(level=logging.WARNING)
