@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import csv
 import multiprocessing
+import multiprocessing.queues
 import os
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -183,6 +185,68 @@ def test_file_lock_holds_between_processes_and_threads(tmp_path):
     thread.join()
     assert other_thread == [False]  # threads of one process exclude each other too
     mine.release()
+
+
+def _hold_one_then_take_the_other(
+    held: str,
+    wanted: str,
+    holding: multiprocessing.synchronize.Event,
+    asking: multiprocessing.synchronize.Event,
+    outcome: multiprocessing.queues.Queue,
+) -> None:
+    """One thread holds ``held`` until the other, asking for ``wanted``, has it (or failed)."""
+    done = threading.Event()
+
+    def hold() -> None:
+        with FileLock(Path(held)):
+            holding.set()
+            done.wait(60)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    asking.wait(60)
+    try:
+        with FileLock(Path(wanted)):
+            outcome.put("taken")
+    except OSError as err:
+        outcome.put(f"{type(err).__name__}: {err}")
+    finally:
+        done.set()
+        holder.join(60)
+
+
+def test_threads_of_two_processes_taking_two_locks_are_no_deadlock(tmp_path):
+    # POSIX record locks belong to processes: this process holding A (one thread) and waiting for
+    # B (another thread) while the other process holds B and asks for A looks like a deadlock to
+    # the kernel (EDEADLK), though each thread holds one lock only.
+    a, b = tmp_path / "a.lock", tmp_path / "b.lock"
+    ctx = multiprocessing.get_context("spawn")
+    holding, asking, outcome = ctx.Event(), ctx.Event(), ctx.Queue()
+    other = ctx.Process(target=_hold_one_then_take_the_other, args=(str(b), str(a), holding, asking, outcome))
+    other.start()
+    mine = FileLock(a)
+    waiter_got: list[bool] = []
+
+    def wait_for_b() -> None:
+        lock = FileLock(b)
+        waiter_got.append(lock.acquire())
+        lock.release()
+
+    try:
+        assert holding.wait(60)  # the other process holds b
+        mine.acquire()
+        waiter = threading.Thread(target=wait_for_b)
+        waiter.start()  # blocks on b
+        time.sleep(0.5)
+        asking.set()  # the other process now asks for a, which this one holds
+        time.sleep(0.5)
+        mine.release()
+        assert outcome.get(timeout=60) == "taken"
+        waiter.join(60)
+        assert waiter_got == [True]
+    finally:
+        mine.release()
+        other.join(60)
 
 
 def test_csv_rows_from_many_threads_are_all_kept(tmp_path):

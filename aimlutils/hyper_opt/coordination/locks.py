@@ -4,15 +4,23 @@ POSIX record locks (``lockf``) hold across the nodes of a cluster on NFS, where 
 not. They belong to a process, though: two threads of one process would both "hold" one, and
 closing *any* descriptor of the file drops every lock the process has on it. So each process
 keeps one descriptor and one thread lock per path, shared by every :class:`FileLock` of it.
+
+The kernel's deadlock check counts processes too: a thread holding one lock file while another
+thread of its process waits for a second, held by a process that now asks for the first, looks
+to it like a deadlock (``EDEADLK``). No code here waits for a lock while holding another, so
+there is none: the waiter tries again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import io
 import os
+import random
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
@@ -36,6 +44,21 @@ def _shared_file(path: Path) -> _SharedFile:
         if key not in _shared:
             _shared[key] = _SharedFile(Path(key))
         return _shared[key]
+
+
+#: How long a waiter told of a deadlock that is none pauses before it asks again, at most.
+_DEADLOCK_PAUSE_S = 0.01
+
+
+def _lockf(fd: int, blocking: bool) -> None:
+    while True:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except OSError as err:
+            if not blocking or err.errno != errno.EDEADLK:
+                raise
+        time.sleep(random.uniform(0, _DEADLOCK_PAUSE_S))  # noqa: S311 - jitter, not secrets
 
 
 class FileLock:
@@ -68,7 +91,7 @@ class FileLock:
         if not shared.thread_lock.acquire(blocking):
             return False
         try:
-            fcntl.lockf(shared.fd, fcntl.LOCK_EX if blocking else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _lockf(shared.fd, blocking)
         except OSError:
             shared.thread_lock.release()
             if blocking:

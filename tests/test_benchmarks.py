@@ -1,0 +1,86 @@
+"""The benchmarks still run: ``benchmarks/scale.py --smoke`` on every storage, its section well formed.
+
+Not a timed test: the figures of a smoke run on a busy machine say nothing; only their shape and
+the study's end (every trial finished, no worker crashed) are checked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, service_url
+
+#: The storages of benchmarks/scale.py and the service each needs.
+SERVICES = {
+    "journal": None,
+    "postgresql": "postgresql",
+    "proxy": "postgresql",
+    "mysql": "mysql",
+    "redis": "redis",
+}
+
+
+def _available(service: str | None) -> bool:
+    if service is None:
+        return True
+    try:
+        service_url(service)  # fails under CI when the service is missing
+    except pytest.skip.Exception:
+        return False
+    return True
+
+
+def _empty_redis_db() -> str:
+    """A Redis database of this test's own: the benchmark empties the one it is given."""
+    import redis
+
+    for db in range(12, 16):
+        url = f"redis://127.0.0.1:6379/{db}"
+        if not redis.Redis.from_url(url).dbsize():
+            return url
+    pytest.skip("no empty Redis database among 12 to 15")
+
+
+def test_scale_smoke_run_writes_a_well_formed_section_and_keeps_the_others(tmp_path):
+    storages = [kind for kind, service in SERVICES.items() if _available(service)]
+    output, figures = tmp_path / "benchmarks.md", tmp_path / "scale.json"
+    output.write_text("# Benchmarks\n\n<!-- begin other -->\n## Other\nkept\n<!-- end other -->\n")
+    argv = [sys.executable, str(ROOT / "benchmarks" / "scale.py"), "--smoke"]
+    argv += ["--storages", ",".join(storages)]
+    argv += ["--output", str(output), "--json", str(figures)]
+    if "redis" in storages:
+        argv += ["--redis", _empty_redis_db()]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    text = output.read_text()
+    assert "<!-- begin other -->\n## Other\nkept\n<!-- end other -->" in text
+    section = text.split("<!-- begin scale -->", 1)[1].split("<!-- end scale -->", 1)[0]
+    assert "## Scale" in section and "### Capacity model" in section
+    measured = section.split("| storage |", 1)[1].split("\n\n", 1)[0]  # the first table
+    rows = ["| storage |" + line if i == 0 else line for i, line in enumerate(measured.splitlines())]
+    header, body = rows[0], [row for row in rows[1:] if "---" not in row]
+    assert len(body) >= len(storages)
+    assert all(row.count("|") == header.count("|") for row in body), body
+
+    results = json.loads(figures.read_text())["results"]
+    assert [r["case"]["storage"] for r in results] == storages
+    for r in results:
+        where = r["case"]["storage"]
+        assert "error" not in r and "refused" not in r, (where, r.get("error") or r.get("refused"))
+        assert r["crashed"] == 0 and r["stuck"] == 0, (where, r["crashes"])
+        assert r["final_states"] == {"COMPLETE": r["n_trials"]}, where
+        assert r["csv_rows"] == r["n_trials"], where
+        assert 0 < r["utilisation"] <= 1, where
+        assert r["ask_p50"] > 0 and r["tell_p50"] > 0, where
+        assert r["file_ops_per_trial"] > 0, where
+        if where in ("postgresql", "mysql"):  # one connection per worker, at most
+            assert 0 < r["connections_max"] <= r["case"]["workers"], where
+        if where == "proxy":  # the proxy's pool only
+            assert 0 < r["connections_max"] <= 4, where
