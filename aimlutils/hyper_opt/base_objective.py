@@ -61,6 +61,8 @@ class BaseObjective:
         self.config: dict[str, Any] = dict(config or {})
         self.metric = metric
         self.device = device
+        #: How many GPUs the trial has (``gpus_per_trial``; 0 on CPU). ``device`` is the first.
+        self.gpus = 1 if str(device).startswith("cuda") else 0
         self.worker_index: int | None = None
         # Set by the worker: the search space, the `optuna` section and custom_updates.
         self.search_space = SearchSpace()

@@ -13,11 +13,14 @@ quoting; a pipe or redirection belongs in a script. Placeholders, each inside on
 - ``{parameters}``: a word of its own, replaced by one argument per parameter (``pass-as``);
 - ``{<parameter name>}``: that parameter's value, e.g. ``--lr={lr}``;
 - ``{config}``: the trial's model config file; ``{trial}``: the trial number;
+- ``{gpus}``: how many GPUs the trial has (``gpus_per_trial``; 0 on CPU), for
+  ``torchrun --standalone --nproc_per_node={gpus} train.py {parameters}``;
 - ``{{`` and ``}}``: literal braces.
 
 Each trial runs in ``save_path/trials/<number>/``, which holds ``model.yml`` (the model config with
 the trial's values applied) and the command's ``stdout.txt`` and ``stderr.txt``. The environment
-adds ``AIMLUTILS_MODEL_CONFIG``, ``AIMLUTILS_TRIAL_NUMBER`` and ``AIMLUTILS_TRIAL_DIR``.
+adds ``AIMLUTILS_MODEL_CONFIG``, ``AIMLUTILS_TRIAL_NUMBER``, ``AIMLUTILS_TRIAL_DIR`` and
+``AIMLUTILS_GPUS``.
 
 A JSON object printed on a line of its own with a ``step`` and the metric
 (``{"step": 3, "val_loss": 0.41}``) is reported to the pruner; a pruned trial's command is stopped
@@ -51,7 +54,7 @@ from aimlutils.hyper_opt.lifeline import GroupGuard, stop_group
 from aimlutils.hyper_opt.paths import StudyPaths
 
 #: Placeholders every command may use besides the parameter names.
-RESERVED = ("parameters", "config", "trial")
+RESERVED = ("parameters", "config", "trial", "gpus")
 #: The default way a parameter is passed by ``{parameters}``.
 DEFAULT_PASS_AS = "--{name}={v}"  # noqa: S105 (a template, not a password)
 #: How many lines of stderr a failed trial's ``fail_reason`` keeps.
@@ -80,9 +83,9 @@ class CommandSpec:
     words: tuple[str, ...]
     pass_as: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
-    def argv(self, values: Mapping[str, Any], config: str, trial: int) -> list[str]:
+    def argv(self, values: Mapping[str, Any], config: str, trial: int, gpus: int = 0) -> list[str]:
         """The command's arguments for a trial with parameter ``values``."""
-        fields = {"config": config, "trial": str(trial)}
+        fields = {"config": config, "trial": str(trial), "gpus": str(gpus)}
         fields.update({name: _text(value) for name, value in values.items()})
         out: list[str] = []
         for word in self.words:
@@ -242,12 +245,13 @@ class CommandObjective(BaseObjective):
         values = {
             p.name: trial.params[p.name] for p in self.search_space.parameters if p.name in trial.params
         }
-        argv = self.spec.argv(values, str(config_path), trial.number)
+        argv = self.spec.argv(values, str(config_path), trial.number, self.gpus)
         env = dict(
             os.environ,
             AIMLUTILS_MODEL_CONFIG=str(config_path),
             AIMLUTILS_TRIAL_NUMBER=str(trial.number),
             AIMLUTILS_TRIAL_DIR=str(folder),
+            AIMLUTILS_GPUS=str(self.gpus),
         )
         last = _run(argv, folder, env, trial, self.metrics)
         metrics_file = folder / "metrics.json"

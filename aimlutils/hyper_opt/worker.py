@@ -64,8 +64,18 @@ STORAGE_GONE_EXIT_CODE = 75
 
 def device_for(gpu: bool, environ: Mapping[str, str] = os.environ) -> str:
     """``cuda:0`` when GPUs are wanted and this process was given one, else ``cpu``."""
-    visible = environ.get("CUDA_VISIBLE_DEVICES", "").strip()
-    return "cuda:0" if gpu and visible and visible not in ("-1", "NoDevFiles") else "cpu"
+    return "cuda:0" if gpus_for(gpu, environ) else "cpu"
+
+
+def gpus_for(gpu: bool, environ: Mapping[str, str] = os.environ) -> int:
+    """How many GPUs this worker's trials have: the ids in ``CUDA_VISIBLE_DEVICES`` (0 on CPU).
+
+    Example:
+        >>> gpus_for(True, {"CUDA_VISIBLE_DEVICES": "2,3"}), gpus_for(False, {"CUDA_VISIBLE_DEVICES": "2"})
+        (2, 0)
+    """
+    visible = [g.strip() for g in environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
+    return len(visible) if gpu and visible not in ([], ["-1"], ["NoDevFiles"]) else 0
 
 
 def worker_identity(index: int, environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
@@ -100,7 +110,7 @@ def build_worker_objective(
     objective_class: type[BaseObjective] | None = None,
 ) -> BaseObjective:
     """The user's Objective (from ``objective.py``, a command, or ``objective_class``), set up."""
-    device = device_for(cfg.optuna.gpu)
+    device, gpus = device_for(cfg.optuna.gpu), gpus_for(cfg.optuna.gpu)
     metric: Any = cfg.metrics[0] if len(cfg.metrics) == 1 else list(cfg.metrics)
     available = {"study": study, "config": cfg.model, "metric": metric, "device": device}
     module = None
@@ -115,6 +125,7 @@ def build_worker_objective(
         raise ValueError("optuna.objective: neither a file nor a command")
     # hyper.yml decides the metric and the device, whatever the Objective's defaults say.
     objective.metric, objective.device, objective.worker_index = metric, device, identity["worker"]
+    objective.gpus = gpus
     objective.worker_identity = identity
     objective.search_space = cfg.space
     objective.optuna_section = dict(cfg.hyper["optuna"])
