@@ -19,6 +19,15 @@ from tests.test_local_run import csv_rows
 SLURM = {"jobs": 2, "gpus_per_node": 4, "gpus_per_trial": 2, "batch": {"gres": "gpu:4", "t": "10"}}
 
 
+def offline_path(tmp_path: Path) -> str:
+    """``PATH`` with a ``squeue`` that answers nothing first: a job script run here asks no cluster."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    (bin_dir / "squeue").write_text("#!/bin/sh\nexit 1\n")
+    (bin_dir / "squeue").chmod(0o755)
+    return f"{bin_dir}{os.pathsep}{os.environ['PATH']}"
+
+
 def _script_workers(tmp_path: Path, visible: str) -> dict[int, str]:
     """Run the generated job script with bash, each worker replaced by one that writes down its
     ``CUDA_VISIBLE_DEVICES``; returns ``{worker index: ids}``."""
@@ -39,7 +48,7 @@ def _script_workers(tmp_path: Path, visible: str) -> dict[int, str]:
     )
     fake.chmod(0o755)
     text = launcher.plan(100).text.replace(sys.executable, str(fake))
-    env = {"PATH": os.environ["PATH"], "SLURM_JOB_ID": "1", "CUDA_VISIBLE_DEVICES": visible}
+    env = {"PATH": offline_path(tmp_path), "SLURM_JOB_ID": "1", "CUDA_VISIBLE_DEVICES": visible}
     proc = subprocess.run(["bash", "-c", text], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     return {int(p.name): p.read_text().strip() for p in out.iterdir()}

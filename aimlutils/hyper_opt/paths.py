@@ -93,6 +93,15 @@ class StudyPaths:
         return self.root / "trials"
 
     @property
+    def checkpoints(self) -> Path:
+        """A folder per chain of trials: a trial and the trials that continue it."""
+        return self.root / "checkpoints"
+
+    def checkpoint(self, origin: int) -> Path:
+        """The checkpoint folder of the chain that trial ``origin`` started."""
+        return self.checkpoints / f"trial_{origin}"
+
+    @property
     def report(self) -> Path:
         return self.root / "report"
 

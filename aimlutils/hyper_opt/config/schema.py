@@ -105,6 +105,9 @@ class SchedulerSection(_Section):
     trials_per_job: int | None = Field(default=None, ge=1)
     array: bool = True
     throttle: int | None = Field(default=None, ge=1)
+    # Seconds before the time limit at which workers get SIGUSR1: no new trial, and the running
+    # one may save its checkpoint and leave. 0: no warning.
+    stop_warning_s: int = Field(default=120, ge=0)
 
 
 class MlflowSection(_Section):

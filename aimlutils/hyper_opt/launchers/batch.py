@@ -70,11 +70,13 @@ class BatchLauncher(Launcher):
             f"    {worker} &",
             "    pids+=($!)",
             "done",
-            "# SIGTERM (scancel, time limit, preemption) or a --signal: each worker fails the trial it",
-            "# runs, queues its parameters again, and exits.",
-            "trap 'kill -TERM \"${pids[@]}\" 2>/dev/null' TERM USR1",
-            "wait",
-            "wait",
+            "# SIGUSR1 (the warning before the time limit): each worker starts no new trial, and its",
+            "# trial may save a checkpoint and leave. SIGTERM (scancel, time limit, preemption): each",
+            "# worker fails the trial it runs, queues its parameters again (to continue it), and exits.",
+            "trap 'kill -USR1 \"${pids[@]}\" 2>/dev/null' USR1",
+            "trap 'kill -TERM \"${pids[@]}\" 2>/dev/null' TERM",
+            "# Until every worker has exited: a signal the shell traps ends a wait early.",
+            "until wait; do :; done",
             "",
         ]
         return "\n".join(lines)

@@ -226,6 +226,20 @@ class Scheduler(abc.ABC):
         per_node = self.section.gpus_per_node or self.gpus_per_trial
         return max(1, per_node // self.gpus_per_trial)
 
+    def time_limit_s(self) -> float | None:
+        """The job's time limit in seconds, from its ``batch`` options; ``None`` when not given."""
+        return None
+
+    @property
+    def stop_warning_s(self) -> int:
+        """Seconds before the time limit at which workers get SIGUSR1 (0: none).
+
+        ``stop_warning_s``, unless the job's limit is at most twice that: the warning would come
+        at the start (Slurm may send it up to a minute early) and tell every trial to leave.
+        """
+        warning, limit = self.section.stop_warning_s, self.time_limit_s()
+        return 0 if not warning or (limit is not None and limit <= 2 * warning) else warning
+
     def option_lines(self) -> list[str]:
         """``<directive> -x value`` for one-letter keys, ``--key=value`` for longer ones."""
         lines = []
