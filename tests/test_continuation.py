@@ -26,10 +26,10 @@ from aimlutils.hyper_opt.paths import StudyPaths
 from aimlutils.hyper_opt.stop import StopSignal, TrialInterrupted, stop_if_requested
 from aimlutils.hyper_opt.storage import open_storage
 from aimlutils.hyper_opt.worker import Worker, arm_stop_warning
-from tests.conftest import MODEL, hyper_config, needs_module
+from tests.conftest import MODEL, ROOT, hyper_config, needs_module
 from tests.test_gpus_per_trial import offline_path
-from tests.test_local_run import load_study
-from tests.test_signals import wait_for
+from tests.test_local_run import load_study, start_optimize
+from tests.test_signals import wait_for, worker_pids
 
 
 @pytest.fixture(autouse=True)
@@ -339,3 +339,70 @@ def test_the_job_script_passes_the_warning_then_the_stop_to_its_workers_and_wait
             job.kill()
     assert [p.read_text().split() for p in seen] == [["started", "USR1", "TERM"]] * 2
     assert job.returncode == 0
+
+
+# The examples: Ctrl-C, then --reload, and the stopped trial goes on from its last epoch.
+
+
+@pytest.mark.parametrize(
+    ("example", "module", "epochs"), [("torch", "torch", 80), ("keras", "tensorflow", 25)]
+)
+def test_an_example_stopped_by_ctrl_c_continues_from_its_last_epoch(tmp_path, example, module, epochs):
+    needs_module(module)
+    hyper_data = yaml.safe_load((ROOT / f"examples/{example}/hyper.yml").read_text())
+    optuna_section = hyper_data["optuna"]
+    optuna_section.update(n_trials=2, save_path=str(tmp_path / "results"), pruner={"type": "NopPruner"})
+    optuna_section["objective"] = str(ROOT / f"examples/{example}/objective.py")
+    optuna_section["parameters"]["trainer:batch_size"]["settings"]["choices"] = [32]  # slower epochs
+    hyper_data["log"]["save_path"] = str(tmp_path / "results/log.txt")
+    model_data = yaml.safe_load((ROOT / f"examples/{example}/model.yml").read_text())
+    model_data["trainer"]["epochs"] = epochs
+    hyper, model = tmp_path / "hyper.yml", tmp_path / "model.yml"
+    hyper.write_text(yaml.safe_dump(hyper_data, sort_keys=False))
+    model.write_text(yaml.safe_dump(model_data, sort_keys=False))
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+
+    def steps() -> int:
+        try:
+            trials = load_study(hyper, model).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        except Exception:  # no study yet
+            return 0
+        return max((len(t.intermediate_values) for t in trials), default=0)
+
+    proc = start_optimize(hyper, model, "--workers", "1")
+    try:
+        assert wait_for(lambda: steps() >= 3), proc
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out
+    cfg = load_config(hyper, model, base_dir=tmp_path)
+    assert wait_for(lambda: not worker_pids(cfg.save_path), 60)
+    (stopped,) = load_study(hyper, model).get_trials(states=(TrialState.FAIL,))
+    reached = max(stopped.intermediate_values)
+    assert 2 <= reached < epochs - 1
+
+    again = subprocess.run(
+        [sys.executable, str(ROOT / "optimize.py"), str(hyper), str(model), "--reload", "--workers", "1"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    study = load_study(hyper, model)
+    (continued,) = [t for t in study.trials if t.user_attrs.get("retry_of") == stopped.number]
+    assert continued.state == TrialState.COMPLETE and continued.params == stopped.params
+    results = continued.user_attrs["record"]["results"]
+    # It started at the epoch after its last checkpoint: the last reported one, or the one before
+    # it when the stop came between the report and the save.
+    assert reached <= results["first_epoch"] <= reached + 1
+    assert sorted(continued.intermediate_values) == list(range(epochs))  # one curve, no gap
+    assert continued.intermediate_values[0] == stopped.intermediate_values[0]
+    log = (cfg.paths.worker_log(0)).read_text()
+    assert (
+        f"trial {continued.number} continues trial {stopped.number} at epoch {results['first_epoch']}" in log
+    )
