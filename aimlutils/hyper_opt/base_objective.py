@@ -25,7 +25,7 @@ import numbers
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
@@ -33,6 +33,9 @@ from aimlutils.hyper_opt.coordination.records import APPLIED_ATTR, RETRY_OF_ATTR
 from aimlutils.hyper_opt.paths import StudyPaths
 from aimlutils.hyper_opt.search_space import SearchSpace, suggest_from_spec
 from aimlutils.hyper_opt.stop import stop_if_requested, stop_requested
+
+if TYPE_CHECKING:
+    from aimlutils.hyper_opt.reproduce import Recorder
 
 __all__ = ["BaseObjective", "TrialResultError", "optuna", "suggest_from_spec"]
 
@@ -53,6 +56,8 @@ class BaseObjective:
     mlflow_run: Callable[[Any], contextlib.AbstractContextManager[object]] | None = None
     #: Set by the worker: the study's ``save_path`` layout, where checkpoints go.
     study_paths: StudyPaths | None = None
+    #: Set by the worker: keeps each trial's applied config and what its record says of it.
+    recorder: Recorder | None = None
     _scratch: Path | None = None
 
     def __init__(
@@ -150,12 +155,18 @@ class BaseObjective:
         """Check what ``train`` returned, record it on the trial, and return the metric value(s)."""
         values = check_results(results, self.metrics)
         stored = {str(k): _jsonable(v) for k, v in results.items()}
-        write_record(trial, results=stored, worker=self.worker_identity)
+        write_record(trial, results=stored, worker=self.worker_identity, repro=self.repro_fields(trial))
         return values[0] if len(values) == 1 else values
+
+    def repro_fields(self, trial: optuna.trial.BaseTrial) -> dict[str, Any] | None:
+        """What ``trial``'s record keeps to run it again (ids of its environment and config)."""
+        return self.recorder.fields(trial.number) or None if self.recorder is not None else None
 
     def __call__(self, trial: optuna.trial.BaseTrial) -> float | list[float]:
         with self.mlflow_run(trial) if self.mlflow_run is not None else contextlib.nullcontext():
             conf = self.update_config(trial)
+            if self.recorder is not None:
+                self.recorder.note_config(trial.number, conf)
             results = self.train(trial, conf)
             return self.save(trial, results)
 

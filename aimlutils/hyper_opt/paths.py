@@ -102,6 +102,17 @@ class StudyPaths:
         return self.checkpoints / f"trial_{origin}"
 
     @property
+    def repro(self) -> Path:
+        """What it takes to run each trial again: environments and applied configs, by content."""
+        return self.root / "repro"
+
+    def repro_env(self, env_id: str) -> Path:
+        return self.repro / f"env-{env_id}.json"
+
+    def repro_config(self, config_id: str) -> Path:
+        return self.repro / "configs" / f"{config_id}.yml"
+
+    @property
     def report(self) -> Path:
         return self.root / "report"
 

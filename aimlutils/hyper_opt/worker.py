@@ -50,6 +50,7 @@ from aimlutils.hyper_opt.lifeline import watch_parent
 from aimlutils.hyper_opt.logs import configure_logging
 from aimlutils.hyper_opt.objective_loader import build_objective, import_objective_module
 from aimlutils.hyper_opt.proxy import client_opener
+from aimlutils.hyper_opt.reproduce import TrialRecorder
 from aimlutils.hyper_opt.resilient import StorageUnavailable
 from aimlutils.hyper_opt.stop import WARNING_SIGNAL, StopSignal, TrialInterrupted
 from aimlutils.hyper_opt.storage import open_storage
@@ -184,6 +185,8 @@ class Worker:
         self.job_end = job_end(os.environ.get("AIMLUTILS_JOB_END"))
         self._durations: list[float] = []
         self.objective = build_worker_objective(cfg, self.study, self.identity, objective_class)
+        # After the objective: its import may have loaded torch, which can name the GPUs.
+        self.objective.recorder = TrialRecorder(cfg, index, n_workers, objective_class)
 
     def run(self) -> int:
         """Run trials until the budget is spent (or ``max_trials``); returns how many this worker ran."""
@@ -247,7 +250,7 @@ class Worker:
                     logger.info("trial %d continues trial %s", trial.number, trial.user_attrs["retry_of"])
                 values = self.objective(trial)
         except optuna.TrialPruned:
-            write_record(trial, worker=self.identity)
+            write_record(trial, worker=self.identity, repro=self.objective.repro_fields(trial))
             frozen = self.study.tell(trial, state=TrialState.PRUNED)
         except KeyboardInterrupt as err:
             # Stopped, not wrong: its parameters get another run, which continues it. Queued
@@ -284,7 +287,8 @@ class Worker:
             return self.study.tell(trial, values)
 
     def _fail(self, trial: optuna.Trial, reason: str) -> None:
-        write_record(trial, worker=self.identity, fail_reason=reason)
+        repro = self.objective.repro_fields(trial)
+        write_record(trial, worker=self.identity, fail_reason=reason, repro=repro)
 
     def _record(self, trial: FrozenTrial) -> None:
         self.owners.clear(trial.number)

@@ -158,6 +158,7 @@ def _top_table(trials: list[FrozenTrial], cfg: RunConfig, title: str) -> Table:
 
 def _print_files(console: Console, result: Report) -> None:
     written = [str(p.relative_to(result.out_dir)) for p in result.configs]
+    written += [str(p.relative_to(result.out_dir)) for p in result.records]
     if result.csv_path is not None:
         written.append(result.csv_path.name)
     if result.plots.files:

@@ -12,7 +12,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-#: The user attribute holding ``{"results": {...}, "worker": {...}, "fail_reason": "..."}``.
+#: The user attribute holding ``{"results": {...}, "worker": {...}, "fail_reason": "...", "repro": {...}}``
+#: (``repro``: :mod:`aimlutils.hyper_opt.reproduce`).
 RECORD_ATTR = "record"
 #: ``{name: value}`` written into the model config where it differs from ``trial.params[name]``.
 APPLIED_ATTR = "applied"
@@ -26,7 +27,7 @@ ORIGIN_ATTR = "origin_trial"
 
 
 def write_record(trial: optuna.trial.BaseTrial, **fields: Any) -> None:
-    """Store ``fields`` (``results``, ``worker``, ``fail_reason``) on ``trial`` in one write."""
+    """Store ``fields`` (``results``, ``worker``, ``fail_reason``, ``repro``) on ``trial`` in one write."""
     trial.set_user_attr(RECORD_ATTR, {k: v for k, v in fields.items() if v is not None})
 
 
