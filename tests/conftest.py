@@ -73,6 +73,7 @@ OBJECTIVE = textwrap.dedent(
                 "hidden_seen": len(conf["model"].get("dense_hidden_dims", [])),
                 "device_seen": self.device,
                 "gpu_seen": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+                "gpus_seen": self.gpus,
             }
     """
 )

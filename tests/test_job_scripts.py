@@ -56,14 +56,21 @@ def _normalize(text: str, tmp_path: Path) -> str:
     return re.sub(r"(slurm|pbs)-\d{8}-\d{6}-\d{6}\.sh", r"\1-<TIME>.sh", text)
 
 
-@pytest.mark.parametrize(("name", "section"), [("slurm", SLURM), ("pbs", PBS)])
+@pytest.mark.parametrize(
+    ("reference_name", "name", "section"),
+    [
+        ("slurm", "slurm", SLURM),
+        ("pbs", "pbs", PBS),
+        ("slurm_gpus_per_trial", "slurm", {**SLURM, "gpus_per_trial": 2}),
+    ],
+)
 def test_dry_run_prints_the_reference_script_and_submits_nothing(
-    study_files, tmp_path, capsys, name, section
+    study_files, tmp_path, capsys, reference_name, name, section
 ):
     hyper, model = study_files(gpu=True, name="study-ref", sections={name: section})
     assert main([str(hyper), str(model), "--dry-run"]) == 0
     out = _normalize(capsys.readouterr().out, tmp_path)
-    reference = REFERENCES / f"{name}_dry_run.txt"
+    reference = REFERENCES / f"{reference_name}_dry_run.txt"
     expected = reference.read_text()
     diff = "".join(difflib.unified_diff(expected.splitlines(True), out.splitlines(True), "reference", "now"))
     assert out == expected, f"{reference.name} differs:\n{diff}"

@@ -11,6 +11,9 @@ A user's ``objective.py``::
         def train(self, trial, conf):
             ...  # train with conf, call trial.report(...) each epoch
             return {"val_loss": 0.25, "val_accuracy": 0.91}
+
+A trial that may outlast its job keeps a checkpoint in ``self.checkpoint_dir(trial)`` (the same
+directory for the trial that continues it) and calls ``self.stop_if_requested()`` after each save.
 """
 
 from __future__ import annotations
@@ -19,13 +22,20 @@ import contextlib
 import copy
 import math
 import numbers
+import tempfile
 from collections.abc import Callable, Mapping
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from aimlutils.hyper_opt.coordination.records import APPLIED_ATTR, write_record
+from aimlutils.hyper_opt.coordination.records import APPLIED_ATTR, RETRY_OF_ATTR, origin_of, write_record
+from aimlutils.hyper_opt.paths import StudyPaths
 from aimlutils.hyper_opt.search_space import SearchSpace, suggest_from_spec
+from aimlutils.hyper_opt.stop import stop_if_requested, stop_requested
+
+if TYPE_CHECKING:
+    from aimlutils.hyper_opt.reproduce import Recorder
 
 __all__ = ["BaseObjective", "TrialResultError", "optuna", "suggest_from_spec"]
 
@@ -44,6 +54,11 @@ class BaseObjective:
     #: Set by the worker for an ``mlflow`` section: opens the trial's MLflow run around it. A class
     #: default, so an Objective whose ``__init__`` skips this one's still runs.
     mlflow_run: Callable[[Any], contextlib.AbstractContextManager[object]] | None = None
+    #: Set by the worker: the study's ``save_path`` layout, where checkpoints go.
+    study_paths: StudyPaths | None = None
+    #: Set by the worker: keeps each trial's applied config and what its record says of it.
+    recorder: Recorder | None = None
+    _scratch: Path | None = None
 
     def __init__(
         self,
@@ -61,6 +76,8 @@ class BaseObjective:
         self.config: dict[str, Any] = dict(config or {})
         self.metric = metric
         self.device = device
+        #: How many GPUs the trial has (``gpus_per_trial``; 0 on CPU). ``device`` is the first.
+        self.gpus = 1 if str(device).startswith("cuda") else 0
         self.worker_index: int | None = None
         # Set by the worker: the search space, the `optuna` section and custom_updates.
         self.search_space = SearchSpace()
@@ -97,16 +114,59 @@ class BaseObjective:
         """Train a model with ``conf`` and return a dict that holds the metric(s)."""
         raise NotImplementedError("an Objective must define train(self, trial, conf)")
 
+    def checkpoint_dir(self, trial: optuna.trial.BaseTrial) -> Path:
+        """The trial's checkpoint directory, made if missing: ``save_path/checkpoints/trial_N``.
+
+        A trial that continues an interrupted one gets that one's directory (N is the first
+        trial of the chain), so ``train`` finds its last checkpoint there; a new trial gets an
+        empty one. Outside a worker (a unit test with a ``FixedTrial``) it is a new temporary
+        directory.
+        """
+        if self.study_paths is None:
+            if self._scratch is None:
+                self._scratch = Path(tempfile.mkdtemp(prefix="aimlutils-checkpoints-"))
+            folder = self._scratch / f"trial_{origin_of(trial)}"
+        else:
+            folder = self.study_paths.checkpoint(origin_of(trial))
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    @staticmethod
+    def continues(trial: optuna.trial.BaseTrial) -> int | None:
+        """The number of the interrupted trial ``trial`` continues, or ``None``."""
+        number = trial.user_attrs.get(RETRY_OF_ATTR)
+        return number if isinstance(number, int) else None
+
+    @staticmethod
+    def stop_requested() -> bool:
+        """Whether the worker was asked to stop (the job's time limit is near, scancel, Ctrl-C).
+
+        Check between epochs, after saving: the trial that continues this one starts there.
+        """
+        return stop_requested()
+
+    @staticmethod
+    def stop_if_requested() -> None:
+        """Leave ``train`` when a stop was requested (raises
+        :class:`~aimlutils.hyper_opt.stop.TrialInterrupted`); the trial is continued later."""
+        stop_if_requested()
+
     def save(self, trial: optuna.trial.BaseTrial, results: Any) -> float | list[float]:
         """Check what ``train`` returned, record it on the trial, and return the metric value(s)."""
         values = check_results(results, self.metrics)
         stored = {str(k): _jsonable(v) for k, v in results.items()}
-        write_record(trial, results=stored, worker=self.worker_identity)
+        write_record(trial, results=stored, worker=self.worker_identity, repro=self.repro_fields(trial))
         return values[0] if len(values) == 1 else values
+
+    def repro_fields(self, trial: optuna.trial.BaseTrial) -> dict[str, Any] | None:
+        """What ``trial``'s record keeps to run it again (ids of its environment and config)."""
+        return self.recorder.fields(trial.number) or None if self.recorder is not None else None
 
     def __call__(self, trial: optuna.trial.BaseTrial) -> float | list[float]:
         with self.mlflow_run(trial) if self.mlflow_run is not None else contextlib.nullcontext():
             conf = self.update_config(trial)
+            if self.recorder is not None:
+                self.recorder.note_config(trial.number, conf)
             results = self.train(trial, conf)
             return self.save(trial, results)
 

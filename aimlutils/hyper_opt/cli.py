@@ -5,6 +5,7 @@ optimize.py hyper.yml model.yml [key=value ...] [--local] [--workers N] [--reloa
 optimize.py status hyper.yml [model.yml]
 optimize.py cancel hyper.yml [model.yml]
 optimize.py report hyper.yml [model.yml] [--style style.yml] [--top-k K]
+optimize.py rerun hyper.yml N [model.yml]
 optimize.py dashboard hyper.yml [model.yml] [--port P]
 """
 
@@ -17,7 +18,7 @@ from collections.abc import Callable, Sequence
 import optuna
 from rich.console import Console
 
-from aimlutils.hyper_opt.commands import dashboard, report
+from aimlutils.hyper_opt.commands import dashboard, report, rerun
 from aimlutils.hyper_opt.commands.common import say
 from aimlutils.hyper_opt.commands.run import run
 from aimlutils.hyper_opt.commands.status import cancel, status
@@ -32,7 +33,8 @@ def _run_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="optimize.py",
         description="Distributed hyperparameter optimization with Optuna: one shared study, many workers. "
-        "Other commands: 'optimize.py status|cancel|report|dashboard hyper.yml' (-h on each).",
+        "Other commands: 'optimize.py status|cancel|report|dashboard hyper.yml', "
+        "'optimize.py rerun hyper.yml N' (-h on each).",
     )
     parser.add_argument("hyper", help="hyperparameter config (log / slurm / pbs / optuna sections)")
     parser.add_argument("model", help="the model config you train with")
@@ -87,7 +89,10 @@ _COMMANDS: dict[str, tuple[str, Command]] = {
         report.report,
     ),
     "dashboard": ("Serve optuna-dashboard for the study on 127.0.0.1.", dashboard.dashboard),
+    "rerun": ("Train trial N again here; print its value next to the stored one.", rerun.rerun),
 }
+# Commands whose parser is their own (not hyper.yml and an optional model.yml).
+_PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {"rerun": rerun.parser}
 
 # Commands with options beside hyper and model.
 _OPTIONS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
@@ -99,7 +104,7 @@ _OPTIONS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
 def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, Command]:
     if argv and argv[0] in _COMMANDS:
         help_text, command = _COMMANDS[argv[0]]
-        parser = _study_parser(argv[0], help_text)
+        parser = _PARSERS[argv[0]]() if argv[0] in _PARSERS else _study_parser(argv[0], help_text)
         if argv[0] in _OPTIONS:
             _OPTIONS[argv[0]](parser)
         return parser.parse_args(argv[1:]), command

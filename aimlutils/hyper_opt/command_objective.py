@@ -13,11 +13,18 @@ quoting; a pipe or redirection belongs in a script. Placeholders, each inside on
 - ``{parameters}``: a word of its own, replaced by one argument per parameter (``pass-as``);
 - ``{<parameter name>}``: that parameter's value, e.g. ``--lr={lr}``;
 - ``{config}``: the trial's model config file; ``{trial}``: the trial number;
+- ``{gpus}``: how many GPUs the trial has (``gpus_per_trial``; 0 on CPU), for
+  ``torchrun --standalone --nproc_per_node={gpus} train.py {parameters}``;
+- ``{checkpoint}``: the trial's checkpoint directory, shared with the trials that continue it;
 - ``{{`` and ``}}``: literal braces.
 
 Each trial runs in ``save_path/trials/<number>/``, which holds ``model.yml`` (the model config with
 the trial's values applied) and the command's ``stdout.txt`` and ``stderr.txt``. The environment
-adds ``AIMLUTILS_MODEL_CONFIG``, ``AIMLUTILS_TRIAL_NUMBER`` and ``AIMLUTILS_TRIAL_DIR``.
+adds ``AIMLUTILS_MODEL_CONFIG``, ``AIMLUTILS_TRIAL_NUMBER``, ``AIMLUTILS_TRIAL_DIR``,
+``AIMLUTILS_GPUS`` and ``AIMLUTILS_CHECKPOINT_DIR``.
+
+The warning before a job's time limit (SIGUSR1) is passed on to the command's process group; a
+command that then exits with an error was interrupted, not wrong: its trial is continued later.
 
 A JSON object printed on a line of its own with a ``step`` and the metric
 (``{"step": 3, "val_loss": 0.41}``) is reported to the pruner; a pruned trial's command is stopped
@@ -29,6 +36,7 @@ object it printed. A non-zero exit fails the trial with the end of its stderr.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -49,9 +57,10 @@ from aimlutils.hyper_opt.base_objective import BaseObjective, TrialResultError
 from aimlutils.hyper_opt.errors import Problem, format_value, join_path
 from aimlutils.hyper_opt.lifeline import GroupGuard, stop_group
 from aimlutils.hyper_opt.paths import StudyPaths
+from aimlutils.hyper_opt.stop import WARNING_SIGNAL, TrialInterrupted, stop_requested
 
 #: Placeholders every command may use besides the parameter names.
-RESERVED = ("parameters", "config", "trial")
+RESERVED = ("parameters", "config", "trial", "gpus", "checkpoint")
 #: The default way a parameter is passed by ``{parameters}``.
 DEFAULT_PASS_AS = "--{name}={v}"  # noqa: S105 (a template, not a password)
 #: How many lines of stderr a failed trial's ``fail_reason`` keeps.
@@ -80,9 +89,11 @@ class CommandSpec:
     words: tuple[str, ...]
     pass_as: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
-    def argv(self, values: Mapping[str, Any], config: str, trial: int) -> list[str]:
+    def argv(
+        self, values: Mapping[str, Any], config: str, trial: int, gpus: int = 0, checkpoint: str = ""
+    ) -> list[str]:
         """The command's arguments for a trial with parameter ``values``."""
-        fields = {"config": config, "trial": str(trial)}
+        fields = {"config": config, "trial": str(trial), "gpus": str(gpus), "checkpoint": checkpoint}
         fields.update({name: _text(value) for name, value in values.items()})
         out: list[str] = []
         for word in self.words:
@@ -242,12 +253,15 @@ class CommandObjective(BaseObjective):
         values = {
             p.name: trial.params[p.name] for p in self.search_space.parameters if p.name in trial.params
         }
-        argv = self.spec.argv(values, str(config_path), trial.number)
+        checkpoint = self.checkpoint_dir(trial)
+        argv = self.spec.argv(values, str(config_path), trial.number, self.gpus, str(checkpoint))
         env = dict(
             os.environ,
             AIMLUTILS_MODEL_CONFIG=str(config_path),
             AIMLUTILS_TRIAL_NUMBER=str(trial.number),
             AIMLUTILS_TRIAL_DIR=str(folder),
+            AIMLUTILS_GPUS=str(self.gpus),
+            AIMLUTILS_CHECKPOINT_DIR=str(checkpoint),
         )
         last = _run(argv, folder, env, trial, self.metrics)
         metrics_file = folder / "metrics.json"
@@ -295,8 +309,14 @@ def _run(
         reader = threading.Thread(target=_read_lines, args=(proc.stdout, lines), daemon=True)
         reader.start()
         last: dict[str, Any] | None = None
+        warned = False
         try:
             while True:
+                if not warned and stop_requested():
+                    # The job's time limit is near (or a stop came): the command may save and leave.
+                    warned = True
+                    with contextlib.suppress(OSError):
+                        os.killpg(proc.pid, WARNING_SIGNAL)
                 try:
                     line = lines.get(timeout=0.1)
                 except queue.Empty:
@@ -319,6 +339,8 @@ def _run(
             reader.join(timeout=KILL_GRACE_S)
     if code != 0:
         how = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        if warned:
+            raise TrialInterrupted(f"the command {how} after the stop request")
         raise CommandFailed(f"{shlex.join(argv)} {how}; stderr ends:\n{_stderr_tail(folder)}")
     return last
 

@@ -93,6 +93,26 @@ class StudyPaths:
         return self.root / "trials"
 
     @property
+    def checkpoints(self) -> Path:
+        """A folder per chain of trials: a trial and the trials that continue it."""
+        return self.root / "checkpoints"
+
+    def checkpoint(self, origin: int) -> Path:
+        """The checkpoint folder of the chain that trial ``origin`` started."""
+        return self.checkpoints / f"trial_{origin}"
+
+    @property
+    def repro(self) -> Path:
+        """What it takes to run each trial again: environments and applied configs, by content."""
+        return self.root / "repro"
+
+    def repro_env(self, env_id: str) -> Path:
+        return self.repro / f"env-{env_id}.json"
+
+    def repro_config(self, config_id: str) -> Path:
+        return self.repro / "configs" / f"{config_id}.yml"
+
+    @property
     def report(self) -> Path:
         return self.root / "report"
 

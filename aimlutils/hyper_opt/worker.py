@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 import traceback
 import warnings
@@ -39,6 +40,7 @@ from aimlutils.hyper_opt.coordination import (
     StudyTurn,
     TrialBudget,
     claim_trial,
+    continue_trial,
     requeue,
     sweep_dead_trials,
     trial_row,
@@ -48,7 +50,9 @@ from aimlutils.hyper_opt.lifeline import watch_parent
 from aimlutils.hyper_opt.logs import configure_logging
 from aimlutils.hyper_opt.objective_loader import build_objective, import_objective_module
 from aimlutils.hyper_opt.proxy import client_opener
+from aimlutils.hyper_opt.reproduce import TrialRecorder
 from aimlutils.hyper_opt.resilient import StorageUnavailable
+from aimlutils.hyper_opt.stop import WARNING_SIGNAL, StopSignal, TrialInterrupted
 from aimlutils.hyper_opt.storage import open_storage
 
 # Named, not __name__: run with -m, this module is __main__, outside the package's logger.
@@ -64,8 +68,18 @@ STORAGE_GONE_EXIT_CODE = 75
 
 def device_for(gpu: bool, environ: Mapping[str, str] = os.environ) -> str:
     """``cuda:0`` when GPUs are wanted and this process was given one, else ``cpu``."""
-    visible = environ.get("CUDA_VISIBLE_DEVICES", "").strip()
-    return "cuda:0" if gpu and visible and visible not in ("-1", "NoDevFiles") else "cpu"
+    return "cuda:0" if gpus_for(gpu, environ) else "cpu"
+
+
+def gpus_for(gpu: bool, environ: Mapping[str, str] = os.environ) -> int:
+    """How many GPUs this worker's trials have: the ids in ``CUDA_VISIBLE_DEVICES`` (0 on CPU).
+
+    Example:
+        >>> gpus_for(True, {"CUDA_VISIBLE_DEVICES": "2,3"}), gpus_for(False, {"CUDA_VISIBLE_DEVICES": "2"})
+        (2, 0)
+    """
+    visible = [g.strip() for g in environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
+    return len(visible) if gpu and visible not in ([], ["-1"], ["NoDevFiles"]) else 0
 
 
 def worker_identity(index: int, environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
@@ -100,7 +114,7 @@ def build_worker_objective(
     objective_class: type[BaseObjective] | None = None,
 ) -> BaseObjective:
     """The user's Objective (from ``objective.py``, a command, or ``objective_class``), set up."""
-    device = device_for(cfg.optuna.gpu)
+    device, gpus = device_for(cfg.optuna.gpu), gpus_for(cfg.optuna.gpu)
     metric: Any = cfg.metrics[0] if len(cfg.metrics) == 1 else list(cfg.metrics)
     available = {"study": study, "config": cfg.model, "metric": metric, "device": device}
     module = None
@@ -115,8 +129,10 @@ def build_worker_objective(
         raise ValueError("optuna.objective: neither a file nor a command")
     # hyper.yml decides the metric and the device, whatever the Objective's defaults say.
     objective.metric, objective.device, objective.worker_index = metric, device, identity["worker"]
+    objective.gpus = gpus
     objective.worker_identity = identity
     objective.search_space = cfg.space
+    objective.study_paths = cfg.paths
     objective.optuna_section = dict(cfg.hyper["optuna"])
     objective.custom_updates = getattr(module, "custom_updates", None) if module else None
     if cfg.schema.mlflow is not None:
@@ -169,6 +185,8 @@ class Worker:
         self.job_end = job_end(os.environ.get("AIMLUTILS_JOB_END"))
         self._durations: list[float] = []
         self.objective = build_worker_objective(cfg, self.study, self.identity, objective_class)
+        # After the objective: its import may have loaded torch, which can name the GPUs.
+        self.objective.recorder = TrialRecorder(cfg, index, n_workers, objective_class)
 
     def run(self) -> int:
         """Run trials until the budget is spent (or ``max_trials``); returns how many this worker ran."""
@@ -191,7 +209,7 @@ class Worker:
         return ran
 
     def _should_stop(self, ran: int) -> bool:
-        stop = StopSignal.signum is not None or self._out_of_time()
+        stop = StopSignal.stopping() or self._out_of_time()
         return stop or (self.max_trials is not None and ran >= self.max_trials)
 
     def _claim(self) -> optuna.Trial | Room | None:
@@ -228,14 +246,17 @@ class Worker:
         started = time.monotonic()
         try:
             with self._heartbeat(trial), StopSignal.interruptible_section():
+                if continue_trial(self.study, trial):
+                    logger.info("trial %d continues trial %s", trial.number, trial.user_attrs["retry_of"])
                 values = self.objective(trial)
         except optuna.TrialPruned:
-            write_record(trial, worker=self.identity)
+            write_record(trial, worker=self.identity, repro=self.objective.repro_fields(trial))
             frozen = self.study.tell(trial, state=TrialState.PRUNED)
-        except KeyboardInterrupt:
-            # Stopped, not wrong: its parameters get another run. Queued before the trial is
-            # failed, since the scheduler may SIGKILL this process any moment now.
-            self._fail(trial, "interrupted (Ctrl-C or SIGTERM)")
+        except KeyboardInterrupt as err:
+            # Stopped, not wrong: its parameters get another run, which continues it. Queued
+            # before the trial is failed, since the scheduler may SIGKILL this process any moment.
+            how = str(err) if isinstance(err, TrialInterrupted) else "Ctrl-C or SIGTERM"
+            self._fail(trial, f"interrupted ({how})")
             requeue(self.study, trial, self.cfg.optuna.max_retries)
             self._record(self.study.tell(trial, state=TrialState.FAIL))
             raise
@@ -266,7 +287,8 @@ class Worker:
             return self.study.tell(trial, values)
 
     def _fail(self, trial: optuna.Trial, reason: str) -> None:
-        write_record(trial, worker=self.identity, fail_reason=reason)
+        repro = self.objective.repro_fields(trial)
+        write_record(trial, worker=self.identity, fail_reason=reason, repro=repro)
 
     def _record(self, trial: FrozenTrial) -> None:
         self.owners.clear(trial.number)
@@ -317,37 +339,24 @@ def job_end(value: str | None) -> float | None:
         return None
 
 
-class StopSignal:
-    """A request to stop: SIGTERM (scancel, time limit, preemption, the local launcher), SIGUSR1
-    (a ``--signal``) or SIGINT.
+def arm_stop_warning(environ: Mapping[str, str] = os.environ) -> threading.Timer | None:
+    """Send this worker SIGUSR1 ``AIMLUTILS_STOP_WARNING_S`` seconds before ``AIMLUTILS_JOB_END``.
 
-    It interrupts the user's training at once, which fails the running trial and queues its
-    parameters again. Anywhere else it is only noted and the worker stops at its next safe point,
-    so a signal can never leave a trial created but unowned. Later signals are ignored while the
-    worker cleans up.
+    For schedulers with no warning signal of their own (PBS): their job script exports both. The
+    worker then treats it as it treats Slurm's ``--signal``: no new trial, and ``train`` may save
+    and leave.
     """
-
-    signum: int | None = None
-    interruptible = False
-
-    @classmethod
-    def handler(cls, signum: int, frame: Any) -> None:
-        if cls.signum is not None:
-            return
-        cls.signum = signum
-        if cls.interruptible:
-            raise KeyboardInterrupt
-
-    @classmethod
-    @contextlib.contextmanager
-    def interruptible_section(cls) -> Iterator[None]:
-        if cls.signum is not None:
-            raise KeyboardInterrupt
-        cls.interruptible = True
-        try:
-            yield
-        finally:
-            cls.interruptible = False
+    end = job_end(environ.get("AIMLUTILS_JOB_END"))
+    try:
+        seconds = float(environ.get("AIMLUTILS_STOP_WARNING_S", ""))
+    except ValueError:
+        return None
+    if end is None or seconds <= 0:
+        return None
+    timer = threading.Timer(max(0.0, end - seconds - time.time()), os.kill, (os.getpid(), WARNING_SIGNAL))
+    timer.daemon = True
+    timer.start()
+    return timer
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -366,6 +375,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
         signal.signal(signum, StopSignal.handler)
     watch_parent(signal.SIGTERM)  # a local launcher that dies stops this worker
+    arm_stop_warning()
     try:
         cfg = load_config(args.hyper, args.model)
     except ConfigError as err:
@@ -384,7 +394,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Its running trial stays RUNNING: the reload (or a live worker's sweep) recovers it.
         logger.error("stopping: %s", err)
         return STORAGE_GONE_EXIT_CODE
-    if StopSignal.signum is not None:
+    if StopSignal.stopping():
         logger.warning("stopped by a signal between trials; ran %d", ran)
         return 130 if StopSignal.signum == signal.SIGINT else 0
     logger.info("no trials left in the budget; ran %d", ran)

@@ -7,7 +7,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # before TensorFlow loads: n
 import keras
 import tensorflow as tf
 from aimlutils.hyper_opt.base_objective import *  # BaseObjective, optuna
-from aimlutils.hyper_opt.utils import KerasPruningCallback
+from aimlutils.hyper_opt.utils import KerasCheckpoint, KerasPruningCallback
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
@@ -73,17 +73,38 @@ class Objective(BaseObjective):
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
         )
+        # A trial stopped by Ctrl-C or a job's time limit is continued by the trial that re-runs
+        # its parameters: same directory, so restore() returns the epoch to start from (0 if new).
+        checkpoint = KerasCheckpoint(self.checkpoint_dir(trial))
+        first_epoch = checkpoint.restore(model)
+        if first_epoch:
+            print(f"trial {trial.number} continues trial {self.continues(trial)} at epoch {first_epoch}")
         history = model.fit(
             x_train,
             y_train,
             validation_data=(x_valid, y_valid),
             epochs=conf["trainer"]["epochs"],
+            initial_epoch=first_epoch,
             batch_size=conf["trainer"]["batch_size"],
             verbose=0,
-            # Reports self.metric after each epoch; raises optuna.TrialPruned out of fit()
-            # when the pruner stops the trial.
-            callbacks=[KerasPruningCallback(trial, self.metric, interval=1)],
+            callbacks=[
+                # Reports self.metric after each epoch; raises optuna.TrialPruned out of fit()
+                # when the pruner stops the trial.
+                KerasPruningCallback(trial, self.metric, interval=1),
+                # Then saves weights and optimizer state, and leaves fit() if the worker was
+                # asked to stop (the job ends soon): the next run starts at the next epoch.
+                checkpoint,
+            ],
         )
 
         last = {name: values[-1] for name, values in history.history.items()}
-        return {"val_loss": last["val_loss"], "val_accuracy": last["val_accuracy"], "loss": last["loss"]}
+        if not last:  # every epoch was trained before the stop: score the restored model
+            loss, _ = model.evaluate(x_train, y_train, verbose=0)
+            val_loss, val_accuracy = model.evaluate(x_valid, y_valid, verbose=0)
+            last = {"loss": loss, "val_loss": val_loss, "val_accuracy": val_accuracy}
+        return {
+            "val_loss": last["val_loss"],
+            "val_accuracy": last["val_accuracy"],
+            "loss": last["loss"],
+            "first_epoch": first_epoch,  # where this run started: 0, unless it continued one
+        }

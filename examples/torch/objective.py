@@ -2,6 +2,7 @@
 
 import torch
 from aimlutils.hyper_opt.base_objective import *  # BaseObjective, optuna
+from aimlutils.hyper_opt.utils import TorchCheckpoint, report_and_prune
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
@@ -49,6 +50,15 @@ def build_model(n_inputs, n_classes, hidden_dims, dropout, activation):
     return nn.Sequential(*layers)
 
 
+def evaluate(model, loss_fn, x_valid, y_valid):
+    model.eval()
+    with torch.no_grad():
+        logits = model(x_valid)
+        val_loss = loss_fn(logits, y_valid).item()
+        val_accuracy = (logits.argmax(1) == y_valid).float().mean().item()
+    return val_loss, val_accuracy
+
+
 class Objective(BaseObjective):
     def __init__(self, study, config, metric="val_loss", device="cpu"):
         BaseObjective.__init__(self, study, config, metric, device)
@@ -77,7 +87,13 @@ class Objective(BaseObjective):
         loss_fn = nn.CrossEntropyLoss()
         batch_size = conf["trainer"]["batch_size"]
 
-        for epoch in range(conf["trainer"]["epochs"]):
+        # A trial stopped by Ctrl-C or a job's time limit is continued by the trial that re-runs
+        # its parameters: same directory, so this restores model, optimizer, epoch and random state.
+        checkpoint = TorchCheckpoint(self.checkpoint_dir(trial), model, optimizer)
+        if checkpoint.restored:
+            print(f"trial {trial.number} continues trial {self.continues(trial)} at epoch {checkpoint.epoch}")
+
+        for epoch in range(checkpoint.epoch, conf["trainer"]["epochs"]):
             model.train()
             total = 0.0
             order = torch.randperm(len(x_train), device=self.device)
@@ -88,16 +104,18 @@ class Objective(BaseObjective):
                 optimizer.step()
                 total += loss.item() * len(idx)
             train_loss = total / len(x_train)
+            val_loss, _ = evaluate(model, loss_fn, x_valid, y_valid)
 
-            model.eval()
-            with torch.no_grad():
-                logits = model(x_valid)
-                val_loss = loss_fn(logits, y_valid).item()
-                val_accuracy = (logits.argmax(1) == y_valid).float().mean().item()
+            # Let the pruner stop unpromising trials early; then save, and leave if asked to stop
+            # (the job ends soon): the next run of these parameters starts at the next epoch.
+            report_and_prune(trial, val_loss, epoch)
+            checkpoint.save(epoch, loss=train_loss)
+            self.stop_if_requested()
 
-            # Let the pruner stop unpromising trials early.
-            trial.report(val_loss, epoch)
-            if trial.should_prune():
-                raise optuna.TrialPruned()
-
-        return {"val_loss": val_loss, "val_accuracy": val_accuracy, "loss": train_loss}
+        val_loss, val_accuracy = evaluate(model, loss_fn, x_valid, y_valid)
+        return {
+            "val_loss": val_loss,
+            "val_accuracy": val_accuracy,
+            "loss": checkpoint.extra["loss"],
+            "first_epoch": checkpoint.epoch,  # where this run started: 0, unless it continued one
+        }

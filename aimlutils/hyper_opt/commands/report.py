@@ -16,7 +16,7 @@ from aimlutils.hyper_opt import study as study_lib
 from aimlutils.hyper_opt._text import show
 from aimlutils.hyper_opt.commands.common import load_for_study, say
 from aimlutils.hyper_opt.config import CONFIG_ERROR_EXIT_CODE, RunConfig
-from aimlutils.hyper_opt.coordination import read_record
+from aimlutils.hyper_opt.coordination import RETRY_OF_ATTR, read_record
 from aimlutils.hyper_opt.report import (
     Report,
     load_style,
@@ -99,6 +99,13 @@ def _print_summary(console: Console, cfg: RunConfig, study: optuna.Study) -> Non
     for row in state_stats(trials):
         table.add_row(*row.cells())
     console.print(table)
+    continued = [(t.number, t.user_attrs[RETRY_OF_ATTR]) for t in trials if RETRY_OF_ATTR in t.user_attrs]
+    if continued:
+        say(
+            console,
+            f"Continued trials ({len(continued)}; each picks up its checkpoint and learning curve): "
+            + ", ".join(f"{n} continues {of}" for n, of in continued),
+        )
     wall = wall_time(trials)
     if wall is not None:
         say(
@@ -111,7 +118,9 @@ def _print_summary(console: Console, cfg: RunConfig, study: optuna.Study) -> Non
 def _print_best(console: Console, cfg: RunConfig, study: optuna.Study, top_k: int) -> None:
     if len(study.directions) == 1:
         best = study.best_trial
-        say(console, f"Best trial {best.number}: {cfg.metrics[0]} = {show(best.value)}")
+        of = best.user_attrs.get(RETRY_OF_ATTR)
+        continues = f" (continues trial {of})" if of is not None else ""
+        say(console, f"Best trial {best.number}{continues}: {cfg.metrics[0]} = {show(best.value)}")
         results = read_record(best).get("results") or {}
         others = {k: v for k, v in results.items() if k not in cfg.metrics}
         if others:
@@ -149,6 +158,7 @@ def _top_table(trials: list[FrozenTrial], cfg: RunConfig, title: str) -> Table:
 
 def _print_files(console: Console, result: Report) -> None:
     written = [str(p.relative_to(result.out_dir)) for p in result.configs]
+    written += [str(p.relative_to(result.out_dir)) for p in result.records]
     if result.csv_path is not None:
         written.append(result.csv_path.name)
     if result.plots.files:

@@ -31,6 +31,7 @@ from aimlutils.hyper_opt.launchers import (
     LocalLauncher,
     batch_launcher,
     default_workers,
+    gpu_groups,
     visible_gpus,
 )
 from aimlutils.hyper_opt.logs import configure_logging
@@ -78,6 +79,25 @@ def check_writable(path: Path, key: str) -> None:
         problem = f"{path} {what}; choose a directory you can write to (on the shared file system)"
     if problem:
         raise ConfigError([Problem(key, problem)])
+
+
+def check_local_gpus(cfg: RunConfig, gpus: list[str]) -> None:
+    """Raise a config error when a local run's trials need more GPUs than this machine shows."""
+    per_trial = cfg.gpus_per_trial
+    if not cfg.optuna.gpu or not gpus or len(gpus) >= per_trial:
+        return
+    key = "optuna.gpus_per_trial"
+    if cfg.optuna.gpus_per_trial is None and cfg.scheduler is not None:
+        key = f"{cfg.scheduler[0]}.gpus_per_trial"
+    raise ConfigError(
+        [
+            Problem(
+                key,
+                f"{per_trial} GPUs per trial, but this machine shows {len(gpus)} "
+                f"(GPU {', '.join(gpus)}); run on a machine with more, or lower gpus_per_trial",
+            )
+        ]
+    )
 
 
 def missing_submit_program(cfg: RunConfig, launcher: BatchLauncher) -> str | None:
@@ -133,17 +153,19 @@ def run(args: argparse.Namespace, console: Console) -> int:
         say(console, problem)
         return CONFIG_ERROR_EXIT_CODE
     # Before anything is created: save_path may not be writable, the storage may not answer.
+    gpus = visible_gpus() if launcher is None else []
+    if launcher is None:
+        check_local_gpus(cfg, gpus)
     check_writable(cfg.save_path, "optuna.save_path")
     storage = open_for_command(cfg.storage, cfg.optuna.storage_wait_s)
     cfg.save_path.mkdir(parents=True, exist_ok=True)
     configure_logging(cfg.log_file, prefix="optimize", console_level=logging.WARNING)  # progress shows
     if args.export_csv:
         return export_csv(cfg, storage, console)
-    gpus = visible_gpus() if launcher is None else []
     wanted = (
         launcher.section.jobs * launcher.workers_per_job
         if launcher
-        else (args.workers or default_workers(cfg.optuna.gpu, gpus))
+        else (args.workers or default_workers(cfg.optuna.gpu, gpus, cfg.gpus_per_trial))
     )
     # A new study is refused before it is made; a reloaded one once its remaining trials are known.
     local = launcher is None
@@ -201,12 +223,16 @@ def execute(
     verb = "Continuing" if reloaded else "Starting"
     if launcher is not None:
         return _submit(cfg, launcher, the_plan, verb, console)
-    gpus = visible_gpus()
+    groups = gpu_groups(visible_gpus(), cfg.gpus_per_trial)[: the_plan.n_workers]
+    on = ""
+    if cfg.optuna.gpu and groups:
+        several = cfg.gpus_per_trial > 1
+        on = f" on GPUs {('; ' if several else ', ').join(','.join(g) for g in groups)}"
+        on += f" ({cfg.gpus_per_trial} per trial)" if several else ""
     say(
         console,
         f"{verb} study {cfg.study_name!r}: {the_plan.remaining} trials to go, "
-        f"{the_plan.n_workers} local workers"
-        + (f" on GPUs {', '.join(gpus)}" if cfg.optuna.gpu and gpus else ""),
+        f"{the_plan.n_workers} local workers{on}",
     )
     code = LocalLauncher(cfg, console).launch(the_plan.n_workers, study, storage)
     if code < 128:  # 128 + a signal's number: stopped by it

@@ -132,7 +132,8 @@ def check_config(
     storage, found = _storage(optuna_raw, save_path or base_dir, base_dir)
     problems += found
     problems += _check_proxy(section, storage)
-    problems += _check_schedulers(hyper, optuna_raw.get("gpu") is True)
+    problems += _check_gpus_per_trial(hyper, optuna_raw)
+    problems += _check_schedulers(hyper, optuna_raw.get("gpu") is True, optuna_raw.get("gpus_per_trial"))
     no_objective = objective is None and command is None and not objective_given
     if problems or schema is None or save_path is None or no_objective or storage is None:
         # Marker problems are key paths of model.yml; say so when there may be some.
@@ -158,9 +159,18 @@ def _valid_optuna(optuna_raw: Mapping[str, Any]) -> OptunaSection | None:
         return None  # the whole schema's validation reports why
 
 
-def _check_schedulers(hyper: Mapping[str, Any], gpu: bool) -> list[Problem]:
+def _check_schedulers(hyper: Mapping[str, Any], gpu: bool, gpus_per_trial: Any = None) -> list[Problem]:
     given = [name for name in schedulers.names() if isinstance(hyper.get(name), Mapping)]
-    problems = [p for name in given for p in schedulers.get(name).check_section(hyper[name], gpu)]
+    problems = []
+    for name in given:
+        section = hyper[name]
+        inherited = isinstance(gpus_per_trial, int) and section.get("gpus_per_trial") is None
+        if inherited:  # the jobs' trials get optuna.gpus_per_trial: checked against the job's GPUs
+            section = {**section, "gpus_per_trial": gpus_per_trial}
+        for problem in schedulers.get(name).check_section(section, gpu):
+            if inherited and problem.path == join_path(name, "gpus_per_trial"):
+                problem = Problem("optuna.gpus_per_trial", problem.message)
+            problems.append(problem)
     if len(given) > 1:
         problems.append(
             Problem(
@@ -170,6 +180,33 @@ def _check_schedulers(hyper: Mapping[str, Any], gpu: bool) -> list[Problem]:
             )
         )
     return problems
+
+
+def _check_gpus_per_trial(hyper: Mapping[str, Any], optuna_raw: Mapping[str, Any]) -> list[Problem]:
+    """``gpus_per_trial`` in ``optuna`` and in the scheduler section: one number, given in either."""
+    local = optuna_raw.get("gpus_per_trial")
+    given = (
+        [("optuna.gpus_per_trial", local)] if isinstance(local, int) and not isinstance(local, bool) else []
+    )
+    for name in schedulers.names():
+        section = hyper.get(name)
+        value = section.get("gpus_per_trial") if isinstance(section, Mapping) else None
+        if isinstance(value, int) and not isinstance(value, bool):
+            given.append((join_path(name, "gpus_per_trial"), value))
+    if not given:
+        return []
+    path, value = given[0]
+    if len(given) > 1 and given[1][1] != value:
+        return [
+            Problem(
+                path,
+                f"{value} differs from {given[1][0]} ({given[1][1]}); a trial needs the same GPUs "
+                "locally and in a job: give one of them",
+            )
+        ]
+    if value > 1 and optuna_raw.get("gpu") is not True:
+        return [Problem(path, f"{value} GPUs per trial, but optuna.gpu is not true; set optuna.gpu: true")]
+    return []
 
 
 def _allowed_keys(loc: tuple[Any, ...]) -> Sequence[str]:
@@ -391,6 +428,11 @@ def _with_absolute_paths(
     data = schema.model_dump(exclude_unset=True)
     data.pop("save_path", None)
     optuna = data["optuna"]
+    for name in schedulers.names():
+        # Jobs read gpus_per_trial from their section; one given in optuna applies to them too.
+        section = data.get(name)
+        if isinstance(section, dict) and "gpus_per_trial" not in section and "gpus_per_trial" in optuna:
+            section["gpus_per_trial"] = optuna["gpus_per_trial"]
     optuna.pop("storage_type", None)
     optuna.update(save_path=str(save_path), storage=storage.location)
     if objective is not None:  # a command runs in the trial's directory, whatever its paths

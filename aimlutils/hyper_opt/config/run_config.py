@@ -71,6 +71,16 @@ class RunConfig:
                 return name, section
         return None
 
+    @property
+    def gpus_per_trial(self) -> int:
+        """GPUs each trial gets: ``optuna.gpus_per_trial``, else the scheduler section's, else 1.
+
+        The loader refuses the two when they differ, so a trial has the same GPUs in a job and in
+        a ``--local`` run of the same files.
+        """
+        scheduler = self.scheduler
+        return self.optuna.gpus_per_trial or (scheduler[1].gpus_per_trial if scheduler else None) or 1
+
     def with_optuna(self, **changes: Any) -> RunConfig:
         """This config with ``optuna`` keys changed (``reload=True``, ``n_trials=12``)."""
         section = self.optuna.model_copy(update=changes)

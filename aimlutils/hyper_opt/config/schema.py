@@ -52,6 +52,8 @@ class OptunaSection(_Section):
     direction: Direction | list[Direction] = "minimize"
     n_trials: int = Field(ge=1)
     gpu: bool = False
+    # GPUs each trial gets in a local run (the scheduler section's value when unset, else 1).
+    gpus_per_trial: int | None = Field(default=None, ge=1)
     save_path: str | None = None
     storage: str | None = None
     storage_type: Literal["sqlite", "maria", "nfs"] | None = None
@@ -97,10 +99,15 @@ class SchedulerSection(_Section):
     kernel: str | list[str] | None = None
     bash: list[str] = Field(default_factory=list)
     gpus_per_node: int | None = Field(default=None, ge=1)
+    # GPUs each worker (each trial) gets of its job's allocation; optuna.gpus_per_trial when unset.
+    gpus_per_trial: int | None = Field(default=None, ge=1)
     tasks_per_worker: int = Field(default=1, ge=1)
     trials_per_job: int | None = Field(default=None, ge=1)
     array: bool = True
     throttle: int | None = Field(default=None, ge=1)
+    # Seconds before the time limit at which workers get SIGUSR1: no new trial, and the running
+    # one may save its checkpoint and leave. 0: no warning.
+    stop_warning_s: int = Field(default=120, ge=0)
 
 
 class MlflowSection(_Section):

@@ -5,7 +5,8 @@
 - :mod:`~.claim`: budget check, ask and ownership of a new trial under that lock.
 - :mod:`~.owners`: which worker runs each RUNNING trial (``save_path/running/``).
 - :mod:`~.liveness`: is that worker alive: its pid on this host, its job in the queue elsewhere.
-- :mod:`~.recovery`: dead workers' trials failed and their parameters queued again.
+- :mod:`~.recovery`: dead workers' trials failed and their parameters queued again, the trial that
+  runs them continuing the one that stopped.
 - :mod:`~.turns`: periodic jobs (that recovery) done by one worker of the study at a time.
 - :mod:`~.records`: what is stored on each trial, in one write.
 - :mod:`~.results_csv`: ``trial_results.csv``, one row per finished trial, from many workers.
@@ -18,14 +19,18 @@ from aimlutils.hyper_opt.coordination.locks import FileLock
 from aimlutils.hyper_opt.coordination.owners import RunningTrials
 from aimlutils.hyper_opt.coordination.records import (
     APPLIED_ATTR,
+    ORIGIN_ATTR,
     RECORD_ATTR,
     RETRIES_ATTR,
     RETRY_OF_ATTR,
+    origin_of,
     read_record,
     write_record,
 )
 from aimlutils.hyper_opt.coordination.recovery import (
+    continue_trial,
     fail_dead_trials,
+    inherited_values,
     recover_study,
     requeue,
     sweep_dead_trials,
@@ -36,6 +41,7 @@ from aimlutils.hyper_opt.coordination.turns import StudyTurn
 __all__ = [
     "APPLIED_ATTR",
     "FINISHED",
+    "ORIGIN_ATTR",
     "RECORD_ATTR",
     "RETRIES_ATTR",
     "RETRY_OF_ATTR",
@@ -50,8 +56,11 @@ __all__ = [
     "TrialBudget",
     "alive",
     "claim_trial",
+    "continue_trial",
     "count",
     "fail_dead_trials",
+    "inherited_values",
+    "origin_of",
     "process_is_gone",
     "read_record",
     "recover_study",

@@ -12,19 +12,30 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-#: The user attribute holding ``{"results": {...}, "worker": {...}, "fail_reason": "..."}``.
+#: The user attribute holding ``{"results": {...}, "worker": {...}, "fail_reason": "...", "repro": {...}}``
+#: (``repro``: :mod:`aimlutils.hyper_opt.reproduce`).
 RECORD_ATTR = "record"
 #: ``{name: value}`` written into the model config where it differs from ``trial.params[name]``.
 APPLIED_ATTR = "applied"
 #: Set on a re-queued trial: the number of the trial whose parameters it runs again.
 RETRY_OF_ATTR = "retry_of"
-#: Set on a re-queued trial: how many times its parameters have been re-queued.
+#: Set on a re-queued trial: how many times its parameters have been re-queued without progress.
 RETRIES_ATTR = "retries"
+#: Set on a re-queued trial whose chain of continued trials is longer than one: the first trial of
+#: the chain, whose number names the checkpoint directory they share (else it is ``retry_of``).
+ORIGIN_ATTR = "origin_trial"
 
 
 def write_record(trial: optuna.trial.BaseTrial, **fields: Any) -> None:
-    """Store ``fields`` (``results``, ``worker``, ``fail_reason``) on ``trial`` in one write."""
+    """Store ``fields`` (``results``, ``worker``, ``fail_reason``, ``repro``) on ``trial`` in one write."""
     trial.set_user_attr(RECORD_ATTR, {k: v for k, v in fields.items() if v is not None})
+
+
+def origin_of(trial: FrozenTrial | optuna.trial.BaseTrial) -> int:
+    """The first trial of ``trial``'s chain: itself, unless it continues an interrupted trial."""
+    attrs = trial.user_attrs
+    origin = attrs.get(ORIGIN_ATTR, attrs.get(RETRY_OF_ATTR))
+    return int(origin) if isinstance(origin, int) else int(trial.number)
 
 
 def read_record(trial: FrozenTrial) -> dict[str, Any]:

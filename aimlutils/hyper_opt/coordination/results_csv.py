@@ -18,16 +18,17 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from aimlutils.hyper_opt.coordination.locks import FileLock
-from aimlutils.hyper_opt.coordination.records import APPLIED_ATTR, read_record
+from aimlutils.hyper_opt.coordination.records import APPLIED_ATTR, RETRY_OF_ATTR, read_record
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 _HEAD = ["trial", "state", "value"]
 _WORKER = ["worker", "host", "node", "gpu", "pid", "job_id"]
-_TAIL = ["duration_s", "datetime_start", "datetime_complete", *_WORKER, "fail_reason"]
+_TAIL = ["duration_s", "datetime_start", "datetime_complete", *_WORKER, "continues", "fail_reason"]
 
 
 def trial_row(trial: FrozenTrial) -> dict[str, Any]:
-    """The CSV row of a finished trial: number, state, value, parameters, results, timing, worker."""
+    """The CSV row of a finished trial: number, state, value, parameters, results, timing, worker,
+    the trial it continues."""
     row: dict[str, Any] = {"trial": trial.number, "state": trial.state.name}
     # Pruned trials keep their last intermediate value, so a row shows how far they got.
     row["value"] = trial.value if trial.values is not None and len(trial.values) == 1 else None
@@ -43,6 +44,8 @@ def trial_row(trial: FrozenTrial) -> dict[str, Any]:
     row["datetime_complete"] = end.isoformat() if end else None
     worker = record.get("worker") or {}
     row.update({k: worker.get(k) for k in _WORKER})
+    # The interrupted trial this one continued (its checkpoint, its learning curve), if any.
+    row["continues"] = trial.user_attrs.get(RETRY_OF_ATTR)
     row["fail_reason"] = record.get("fail_reason")
     return row
 

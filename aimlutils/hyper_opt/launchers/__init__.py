@@ -3,7 +3,7 @@
 from aimlutils.hyper_opt.launchers.base import Launcher, WorkerCommand, save_run_configs
 from aimlutils.hyper_opt.launchers.batch import BatchLauncher, batch_launcher, scheduler_for
 from aimlutils.hyper_opt.launchers.jobs import JobRecord, read_jobs
-from aimlutils.hyper_opt.launchers.local import LocalLauncher, default_workers, visible_gpus
+from aimlutils.hyper_opt.launchers.local import LocalLauncher, default_workers, gpu_groups, visible_gpus
 
 __all__ = [
     "BatchLauncher",
@@ -13,6 +13,7 @@ __all__ = [
     "WorkerCommand",
     "batch_launcher",
     "default_workers",
+    "gpu_groups",
     "read_jobs",
     "save_run_configs",
     "scheduler_for",

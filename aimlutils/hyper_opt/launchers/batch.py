@@ -1,8 +1,8 @@
 """Workers as batch jobs of any scheduler: one job script template, submission, job records.
 
 Each scheduler (:mod:`aimlutils.hyper_opt.schedulers`) only writes its header lines and knows its
-commands, like dask-jobqueue's job classes; the script body, which starts one worker per GPU of
-the job's allocation, lives here once.
+commands, like dask-jobqueue's job classes; the script body, which starts one worker per
+``gpus_per_trial`` GPUs of the job's allocation, lives here once.
 """
 
 from __future__ import annotations
@@ -50,13 +50,15 @@ class BatchLauncher(Launcher):
 
     def script_text(self, n_jobs: int, command: WorkerCommand) -> str:
         per_job = self.workers_per_job
+        per_trial = self.scheduler.gpus_per_trial
         setup = self.setup_lines()
         worker = command.shell(f"$((job_index * {per_job} + i))", n_jobs * per_job, self.python())
+        each = "one GPU" if per_trial == 1 else f"{per_trial} GPUs"
         lines = [
             "#!/bin/bash -l",
             *self.scheduler.header(n_jobs, self.jobs_dir),
             "",
-            f"# Study {self.cfg.study_name!r}: {per_job} worker(s) in this job, each on one GPU of its",
+            f"# Study {self.cfg.study_name!r}: {per_job} worker(s) in this job, each on {each} of its",
             "# allocation when it has GPUs. Written by aimlutils-optimize.",
             *setup,
             "set -u",
@@ -64,15 +66,17 @@ class BatchLauncher(Launcher):
             'IFS=, read -r -a gpus <<< "${CUDA_VISIBLE_DEVICES:-}"',
             "pids=()",
             f"for ((i = 0; i < {per_job}; i++)); do",
-            '    if ((${#gpus[@]})); then export CUDA_VISIBLE_DEVICES="${gpus[i % ${#gpus[@]}]}"; fi',
+            *_pin_gpus(per_trial),
             f"    {worker} &",
             "    pids+=($!)",
             "done",
-            "# SIGTERM (scancel, time limit, preemption) or a --signal: each worker fails the trial it",
-            "# runs, queues its parameters again, and exits.",
-            "trap 'kill -TERM \"${pids[@]}\" 2>/dev/null' TERM USR1",
-            "wait",
-            "wait",
+            "# SIGUSR1 (the warning before the time limit): each worker starts no new trial, and its",
+            "# trial may save a checkpoint and leave. SIGTERM (scancel, time limit, preemption): each",
+            "# worker fails the trial it runs, queues its parameters again (to continue it), and exits.",
+            "trap 'kill -USR1 \"${pids[@]}\" 2>/dev/null' USR1",
+            "trap 'kill -TERM \"${pids[@]}\" 2>/dev/null' TERM",
+            "# Until every worker has exited: a signal the shell traps ends a wait early.",
+            "until wait; do :; done",
             "",
         ]
         return "\n".join(lines)
@@ -115,6 +119,23 @@ class BatchLauncher(Launcher):
         append_jobs(self.cfg.paths, records)
         self.submitted = records
         return 0
+
+
+def _pin_gpus(per_trial: int) -> list[str]:
+    """Shell lines that give worker ``i`` its GPUs of the job's ``CUDA_VISIBLE_DEVICES``.
+
+    Worker ``i`` gets group ``i mod (GPUs / per_trial)`` of ``per_trial`` consecutive ids, so no two
+    workers share a GPU unless ``tasks_per_worker`` asks for it.
+    """
+    if per_trial == 1:
+        return ['    if ((${#gpus[@]})); then export CUDA_VISIBLE_DEVICES="${gpus[i % ${#gpus[@]}]}"; fi']
+    return [
+        f"    if ((${{#gpus[@]}} >= {per_trial})); then",
+        f"        first=$(( i % (${{#gpus[@]}} / {per_trial}) * {per_trial} ))",
+        f'        CUDA_VISIBLE_DEVICES="$(IFS=,; echo "${{gpus[*]:first:{per_trial}}}")"',
+        "        export CUDA_VISIBLE_DEVICES",
+        "    fi",
+    ]
 
 
 def batch_launcher(cfg: RunConfig, base_dir: Path | None = None) -> BatchLauncher | None:

@@ -48,9 +48,20 @@ def visible_gpus(environ: Mapping[str, str] = os.environ) -> list[str]:
     return [str(i) for i, line in enumerate(out.stdout.splitlines()) if line.startswith("GPU ")]
 
 
-def default_workers(gpu: bool, gpus: list[str]) -> int:
-    """One worker per visible GPU, else two."""
-    return len(gpus) if gpu and gpus else 2
+def gpu_groups(gpus: list[str], per_trial: int = 1) -> list[list[str]]:
+    """``gpus`` in groups of ``per_trial`` consecutive ids; ids left over make no group.
+
+    Example:
+        >>> gpu_groups(["0", "1", "2", "3", "4"], 2)
+        [['0', '1'], ['2', '3']]
+    """
+    return [gpus[i : i + per_trial] for i in range(0, len(gpus) - per_trial + 1, per_trial)]
+
+
+def default_workers(gpu: bool, gpus: list[str], per_trial: int = 1) -> int:
+    """One worker per ``per_trial`` visible GPUs, else two."""
+    groups = len(gpu_groups(gpus, per_trial))
+    return groups if gpu and groups else 2
 
 
 class LocalLauncher(Launcher):
@@ -71,9 +82,11 @@ class LocalLauncher(Launcher):
         self.proxy: LocalProxy | None = None
 
     def _env(self, index: int, gpus: list[str]) -> dict[str, str]:
+        """Worker ``index`` gets GPU group ``index`` of ``gpus`` (round robin past the last group)."""
         env = dict(os.environ)
-        if self.cfg.optuna.gpu and gpus:
-            env["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
+        groups = gpu_groups(gpus, self.cfg.gpus_per_trial)
+        if self.cfg.optuna.gpu and groups:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(groups[index % len(groups)])
         return env
 
     def start(self, n_workers: int) -> list[subprocess.Popen[bytes]]:

@@ -6,6 +6,8 @@
 - ``trials.csv``: every finished trial, as ``trial_results.csv`` has it, rebuilt from the study;
 - ``best.yml``: the model config with the best trial's values applied (one objective), or
   ``pareto/trial_N.yml`` for each trial on the Pareto front (several objectives);
+- ``reproduce/trial_N.yml``: for each of those trials, what it takes to run it again
+  (:mod:`aimlutils.hyper_opt.reproduce`);
 - ``plots/``: each plot as PNG, PDF and HTML (see :class:`PlotStyle` for the look).
 """
 
@@ -32,6 +34,7 @@ from aimlutils.hyper_opt.report._tables import (
     wall_time,
     write_config,
 )
+from aimlutils.hyper_opt.reproduce import write_reproductions
 
 __all__ = [
     "PlotResult",
@@ -64,6 +67,8 @@ class Report:
     csv_path: Path | None
     plots: PlotResult
     notes: list[str]
+    records: list[Path] = dataclasses.field(default_factory=list)
+    """``reproduce/trial_N.yml`` for the best trial(s)."""
 
 
 def write_report(
@@ -91,11 +96,16 @@ def write_report(
         with ResultsCsv(csv_path) as table:
             table.export(study)
     configs, notes = _write_configs(cfg, study, out, complete)
+    records = []
+    if complete:
+        chosen = [study.best_trial] if len(study.directions) == 1 else study.best_trials
+        chosen = sorted(chosen, key=lambda t: t.number)
+        records = write_reproductions(cfg.paths, chosen, cfg.metrics, out / "reproduce")
     plots = PlotResult()
     if len(complete) >= 2:
         plots = write_plots(study, cfg.metrics, out / "plots", style or PlotStyle())
     message = _message(study.study_name, trials, complete)
-    return Report(out, len(trials), len(complete), message, configs, csv_path, plots, notes)
+    return Report(out, len(trials), len(complete), message, configs, csv_path, plots, notes, records)
 
 
 def _write_configs(

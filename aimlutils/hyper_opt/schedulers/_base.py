@@ -3,7 +3,7 @@
 A scheduler owns everything that differs between SLURM, PBS and the rest: the ``hyper.yml``
 section named after it and its checks, its submit program and header lines, the environment
 variables its jobs see, its job-id format and its queue. The job script around the header (one
-worker per GPU of the allocation) is the same for all and lives in
+worker per ``gpus_per_trial`` GPUs of the allocation) is the same for all and lives in
 :mod:`aimlutils.hyper_opt.launchers.batch`.
 """
 
@@ -159,7 +159,7 @@ class Scheduler(abc.ABC):
                     f"{per_node} workers with a GPU each, but the job asks for {requested} GPU(s) in {where}",
                 )
             ]
-        problems = []
+        problems = cls._per_trial_problems(section, requested)
         if isinstance(per_node, int) and requested is None:
             problems.append(Problem(path, f"{per_node} GPUs per job, but no GPU is requested in {where}"))
         if gpu and requested is None:
@@ -169,6 +169,31 @@ class Scheduler(abc.ABC):
                 )
             )
         return problems
+
+    @classmethod
+    def _per_trial_problems(cls, section: Mapping[str, Any], requested: int | None) -> list[Problem]:
+        """``gpus_per_trial`` against the job's GPUs: within the request, a divisor of ``gpus_per_node``."""
+        per_trial, per_node = section.get("gpus_per_trial"), section.get("gpus_per_node")
+        if not isinstance(per_trial, int) or isinstance(per_trial, bool) or per_trial <= 1:
+            return []  # 1 is the default; other types and values are the schema's to report
+        path = join_path(cls.name, "gpus_per_trial")
+        if isinstance(per_node, int) and per_node % per_trial:
+            return [
+                Problem(
+                    path,
+                    f"{per_trial} GPUs per trial does not divide {cls.name}.gpus_per_node ({per_node}): "
+                    f"choose a divisor of {per_node}, or a gpus_per_node that {per_trial} divides",
+                )
+            ]
+        if requested is None or requested < per_trial:
+            asked = f"{requested} GPU(s)" if requested is not None else "no GPU"
+            return [
+                Problem(
+                    path,
+                    f"{per_trial} GPUs per trial, but the job asks for {asked} in {cls.gpu_request_hint}",
+                )
+            ]
+        return []
 
     @classmethod
     def cpu_batch(cls, batch: Mapping[str, Any]) -> dict[str, Any]:
@@ -186,11 +211,36 @@ class Scheduler(abc.ABC):
 
     @property
     def workers_per_job(self) -> int:
-        """GPUs per job times workers per GPU (``tasks_per_worker``, echo-opt's ``trials_per_job``)."""
+        """Trials a job runs at once (``gpus_per_node / gpus_per_trial``, one when neither is given)
+        times workers per GPU group (``tasks_per_worker``, echo-opt's ``trials_per_job``)."""
         per_gpu = self.section.tasks_per_worker
         if per_gpu == 1 and self.section.trials_per_job:
             per_gpu = self.section.trials_per_job
-        return (self.section.gpus_per_node or 1) * per_gpu
+        return self.gpu_groups * per_gpu
+
+    @property
+    def gpus_per_trial(self) -> int:
+        return self.section.gpus_per_trial or 1
+
+    @property
+    def gpu_groups(self) -> int:
+        """How many trials' worth of GPUs a job has: ``gpus_per_node / gpus_per_trial``."""
+        per_node = self.section.gpus_per_node or self.gpus_per_trial
+        return max(1, per_node // self.gpus_per_trial)
+
+    def time_limit_s(self) -> float | None:
+        """The job's time limit in seconds, from its ``batch`` options; ``None`` when not given."""
+        return None
+
+    @property
+    def stop_warning_s(self) -> int:
+        """Seconds before the time limit at which workers get SIGUSR1 (0: none).
+
+        ``stop_warning_s``, unless the job's limit is at most twice that: the warning would come
+        at the start (Slurm may send it up to a minute early) and tell every trial to leave.
+        """
+        warning, limit = self.section.stop_warning_s, self.time_limit_s()
+        return 0 if not warning or (limit is not None and limit <= 2 * warning) else warning
 
     def option_lines(self) -> list[str]:
         """``<directive> -x value`` for one-letter keys, ``--key=value`` for longer ones."""

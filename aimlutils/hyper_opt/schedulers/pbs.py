@@ -85,10 +85,32 @@ class Pbs(Scheduler):
         return lines
 
     def prologue(self, base_dir: Path) -> list[str]:
-        return [
+        lines = [
             'job_index="${AIMLUTILS_JOB_INDEX:-0}"',
             f'cd "${{PBS_O_WORKDIR:-{base_dir}}}"',
         ]
+        walltime, warning = self.walltime_s(), self.stop_warning_s
+        if walltime is not None and warning:
+            lines += [
+                "# PBS sends no warning before the walltime: each worker sends itself SIGUSR1",
+                f"# {warning} s before the end (this script's start plus the walltime), as Slurm's --signal.",
+                f'AIMLUTILS_JOB_END="$(date -d "@$(($(date +%s) + {walltime}))" +%Y-%m-%dT%H:%M:%S)"',
+                f"AIMLUTILS_STOP_WARNING_S={warning}",
+                "export AIMLUTILS_JOB_END AIMLUTILS_STOP_WARNING_S",
+            ]
+        return lines
+
+    def time_limit_s(self) -> float | None:
+        return self.walltime_s()
+
+    def walltime_s(self) -> int | None:
+        """The job's ``walltime`` in seconds, from ``batch.l``; ``None`` when it gives none."""
+        for item in as_list(self.section.batch.get("l")):
+            for resource in str(item).split(","):
+                if resource.strip().startswith("walltime="):
+                    minutes = pbs_minutes(resource.split("=", 1)[1])
+                    return round(minutes * 60) if minutes is not None else None
+        return None
 
     def submissions(self, script: Path, n_jobs: int) -> list[list[str]]:
         return [["qsub", "-v", f"AIMLUTILS_JOB_INDEX={i}", str(script)] for i in range(n_jobs)]

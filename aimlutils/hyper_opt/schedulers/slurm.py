@@ -133,7 +133,17 @@ class Slurm(Scheduler):
         if array:
             throttle = f"%{self.section.throttle}" if self.section.throttle else ""
             lines.append(f"{self.directive} --array=0-{n_jobs - 1}{throttle}")
+        if self.stop_warning_s and "signal" not in keys:
+            # To the batch shell (B:), which passes it on to the workers: time to save and leave.
+            lines.append(f"{self.directive} --signal=B:USR1@{self.stop_warning_s}")
         return lines
+
+    def time_limit_s(self) -> float | None:
+        for key in ("t", "time"):
+            if key in self.section.batch:
+                minutes = slurm_minutes(self.section.batch[key])
+                return minutes * 60 if minutes is not None else None
+        return None
 
     def output_path(self, value: str) -> str:
         # Tasks of an array would all write, and truncate, one file: give each its own.
