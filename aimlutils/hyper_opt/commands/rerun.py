@@ -108,7 +108,7 @@ class _KeepConfig:
 
 
 def _objective(cfg: RunConfig, study: optuna.Study) -> BaseObjective:
-    from aimlutils.hyper_opt.worker import build_worker_objective, worker_identity  # the training stack
+    from aimlutils.hyper_opt.worker_setup import build_worker_objective, worker_identity  # the training stack
 
     groups = gpu_groups(visible_gpus(), cfg.gpus_per_trial)
     if cfg.optuna.gpu and groups and "CUDA_VISIBLE_DEVICES" not in os.environ:

@@ -17,6 +17,14 @@ from pydantic import BaseModel, ValidationError
 
 from aimlutils.hyper_opt import grid, samplers, schedulers
 from aimlutils.hyper_opt.command_objective import check_command_section
+from aimlutils.hyper_opt.config.locations import (
+    check_proxy,
+    log_file_of,
+    objective_path,
+    save_path_of,
+    storage_of,
+    with_absolute_paths,
+)
 from aimlutils.hyper_opt.config.run_config import RunConfig, schema_model
 from aimlutils.hyper_opt.config.schema import HyperConfigSchema, OptunaSection
 from aimlutils.hyper_opt.errors import (
@@ -26,11 +34,9 @@ from aimlutils.hyper_opt.errors import (
     join_path,
     pydantic_problems,
 )
-from aimlutils.hyper_opt.objective_loader import check_objective_source
 from aimlutils.hyper_opt.search_space import SearchSpace
 from aimlutils.hyper_opt.search_space.markers import has_markers, parameters_from_markers
 from aimlutils.hyper_opt.search_space.overrides import apply_overrides
-from aimlutils.hyper_opt.storage import StorageSpec, missing_driver, parse_storage
 
 
 def read_yaml(path: str | os.PathLike[str], label: str) -> dict[str, Any]:
@@ -116,11 +122,11 @@ def check_config(
     section = _valid_optuna(optuna_raw)
     problems += _check_names(hyper, optuna_raw)
     problems += _check_metrics(section)
-    save_path, found = _save_path(hyper, optuna_raw, base_dir)
+    save_path, found = save_path_of(hyper, optuna_raw, base_dir)
     problems += found
     # Without an optuna section the schema already says that it is missing.
     needs_one = not objective_given and isinstance(hyper.get("optuna"), Mapping)
-    objective, found = _objective_path(optuna_raw.get("objective"), base_dir, hyper_dir, not needs_one)
+    objective, found = objective_path(optuna_raw.get("objective"), base_dir, hyper_dir, not needs_one)
     problems += found
     space, found = _search_space(optuna_raw, model)
     problems += found
@@ -129,19 +135,19 @@ def check_config(
     problems += _check_sampler_and_pruner(optuna_raw, space)
     problems += _check_target(section)
     problems += _check_enqueue(optuna_raw, space)
-    storage, found = _storage(optuna_raw, save_path or base_dir, base_dir)
+    storage, found = storage_of(optuna_raw, save_path or base_dir, base_dir)
     problems += found
-    problems += _check_proxy(section, storage)
+    problems += check_proxy(section, storage)
     problems += _check_gpus_per_trial(hyper, optuna_raw)
     problems += _check_schedulers(hyper, optuna_raw.get("gpu") is True, optuna_raw.get("gpus_per_trial"))
     no_objective = objective is None and command is None and not objective_given
     if problems or schema is None or save_path is None or no_objective or storage is None:
         # Marker problems are key paths of model.yml; say so when there may be some.
         raise ConfigError(problems, f"{source} / model.yml" if has_markers(model) else source)
-    log_file = _log_file(schema, save_path, base_dir)
+    log_file = log_file_of(schema, save_path, base_dir)
     return RunConfig(
         model=model,
-        schema=_with_absolute_paths(schema, save_path, objective, storage, log_file),
+        schema=with_absolute_paths(schema, save_path, objective, storage, log_file),
         save_path=save_path,
         objective=objective,
         storage=storage,
@@ -258,53 +264,6 @@ def _check_metrics(section: OptunaSection | None) -> list[Problem]:
     return []
 
 
-def _save_path(
-    hyper: Mapping[str, Any], optuna_raw: Mapping[str, Any], base_dir: Path
-) -> tuple[Path | None, list[Problem]]:
-    top, inner = hyper.get("save_path"), optuna_raw.get("save_path")
-    if top is not None and inner is not None and top != inner:
-        return None, [
-            Problem("save_path", f"{top!r} differs from optuna.save_path {inner!r}; give one of them")
-        ]
-    chosen = inner if inner is not None else top
-    if chosen is None:
-        return None, [
-            Problem("optuna.save_path", "required key is missing; the directory for the study's results")
-        ]
-    if not isinstance(chosen, str):
-        return None, []  # the schema reports the wrong type
-    return _absolute(chosen, base_dir), []
-
-
-def _absolute(path: str, base_dir: Path) -> Path:
-    expanded = Path(os.path.expandvars(os.path.expanduser(path)))
-    return expanded if expanded.is_absolute() else (base_dir / expanded).resolve()
-
-
-def _objective_path(
-    value: Any, base_dir: Path, hyper_dir: Path | None, objective_given: bool
-) -> tuple[Path | None, list[Problem]]:
-    if value is None and not objective_given:
-        return None, [
-            Problem(
-                "optuna.objective", "required key is missing; the path of objective.py, or a command mapping"
-            )
-        ]
-    if not isinstance(value, str) or objective_given:
-        return None, []  # a command mapping, or a wrong type the schema reports
-    candidates = [_absolute(value, base_dir)]
-    if hyper_dir is not None and not Path(value).is_absolute():
-        candidates.append(_absolute(value, hyper_dir.resolve()))
-    for candidate in candidates:
-        if candidate.is_file():
-            if candidate.suffix != ".py":
-                return None, [Problem("optuna.objective", f"{value!r} is not a Python file (.py)")]
-            problem = check_objective_source(candidate)
-            return (None, [Problem("optuna.objective", problem)]) if problem else (candidate, [])
-    looked = " and ".join(str(c) for c in dict.fromkeys(candidates))
-    return None, [Problem("optuna.objective", f"file {value!r} not found (looked for {looked})")]
-
-
 def _search_space(
     optuna_raw: Mapping[str, Any], model: Mapping[str, Any]
 ) -> tuple[SearchSpace, list[Problem]]:
@@ -376,67 +335,3 @@ def _check_enqueue(optuna_raw: Mapping[str, Any], space: SearchSpace) -> list[Pr
             if not inside:
                 problems.append(Problem(path, f"{format_value(value)} is outside {dist}"))
     return problems
-
-
-def _storage(
-    optuna_raw: Mapping[str, Any], save_path: Path, base_dir: Path
-) -> tuple[StorageSpec | None, list[Problem]]:
-    storage, storage_type = optuna_raw.get("storage"), optuna_raw.get("storage_type")
-    if storage is not None and not isinstance(storage, str):
-        return None, []  # the schema reports it
-    kind = storage_type if isinstance(storage_type, str) else None
-    try:
-        spec = parse_storage(storage, kind, save_path, base_dir)
-    except ValueError as err:
-        return None, [Problem("optuna.storage", f"got {format_value(storage)}; {err}")]
-    driver = missing_driver(spec)
-    return spec, ([Problem("optuna.storage", driver)] if driver else [])
-
-
-def _check_proxy(section: OptunaSection | None, storage: StorageSpec | None) -> list[Problem]:
-    if section is None or section.proxy_section is None or storage is None:
-        return []
-    if storage.kind in ("postgresql", "mysql"):
-        return []
-    return [
-        Problem(
-            "optuna.proxy",
-            f"the storage proxy fronts PostgreSQL or MySQL, but optuna.storage is {storage.kind} "
-            f"({storage}); "
-            "a journal file or Redis needs no proxy (and Optuna's proxy can lose trials with them), "
-            "SQLite cannot serve many workers: remove optuna.proxy, or use a database URL",
-        )
-    ]
-
-
-def _log_file(schema: HyperConfigSchema, save_path: Path, base_dir: Path) -> Path | None:
-    if schema.log is True:
-        return save_path / "log.txt"
-    if isinstance(schema.log, BaseModel) and getattr(schema.log, "save_path", None):
-        return _absolute(str(schema.log.save_path), base_dir)
-    return None
-
-
-def _with_absolute_paths(
-    schema: HyperConfigSchema,
-    save_path: Path,
-    objective: Path | None,
-    storage: StorageSpec,
-    log_file: Path | None,
-) -> HyperConfigSchema:
-    """The schema with its paths absolute, for workers that may start in another directory."""
-    data = schema.model_dump(exclude_unset=True)
-    data.pop("save_path", None)
-    optuna = data["optuna"]
-    for name in schedulers.names():
-        # Jobs read gpus_per_trial from their section; one given in optuna applies to them too.
-        section = data.get(name)
-        if isinstance(section, dict) and "gpus_per_trial" not in section and "gpus_per_trial" in optuna:
-            section["gpus_per_trial"] = optuna["gpus_per_trial"]
-    optuna.pop("storage_type", None)
-    optuna.update(save_path=str(save_path), storage=storage.location)
-    if objective is not None:  # a command runs in the trial's directory, whatever its paths
-        optuna["objective"] = str(objective)
-    if log_file is not None:
-        data["log"] = {"save_path": str(log_file)}
-    return type(schema).model_validate(data)
