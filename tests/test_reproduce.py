@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from aimlutils.hyper_opt.config import load_config
-from aimlutils.hyper_opt.reproduce import config_id_of, git_state
+from aimlutils.hyper_opt.reproduce import config_id_of, git_state, read_config
 from tests.conftest import ROOT, needs_module, run_optimize
 from tests.test_local_run import load_study
 
@@ -66,11 +66,13 @@ def test_each_trial_keeps_its_environment_config_and_seed_in_its_one_record(stud
             "dirty": False,
             "root": str(tmp_path),
         }
-        conf = yaml.safe_load(cfg.paths.repro_config(repro["config"]).read_text())
+        conf = read_config(cfg.paths, repro["config"])
+        assert conf is not None
         assert conf["optimizer"]["learning_rate"] == trial.params["lr"]  # as train received it
         assert config_id_of(conf) == repro["config"]
     assert seeds == {10, 11}  # each worker's sampler seed (the seed plus the worker's number)
     assert len(list(cfg.paths.repro.glob("env-*.json"))) == 1  # both workers: one environment
+    assert len(list(cfg.paths.repro.glob("configs-*.jsonl"))) == 2  # a file per worker
 
     (tmp_path / "objective.py").write_text((tmp_path / "objective.py").read_text() + "\n# edited\n")
     assert git_state(tmp_path / "objective.py")["dirty"] is True

@@ -58,7 +58,8 @@ class BaseObjective:
     study_paths: StudyPaths | None = None
     #: Set by the worker: keeps each trial's applied config and what its record says of it.
     recorder: Recorder | None = None
-    _scratch: Path | None = None
+    #: The temporary folder that holds checkpoints outside a worker (made when first needed).
+    scratch_dir: Path | None = None
 
     def __init__(
         self,
@@ -123,9 +124,9 @@ class BaseObjective:
         directory.
         """
         if self.study_paths is None:
-            if self._scratch is None:
-                self._scratch = Path(tempfile.mkdtemp(prefix="aimlutils-checkpoints-"))
-            folder = self._scratch / f"trial_{origin_of(trial)}"
+            if self.scratch_dir is None:
+                self.scratch_dir = Path(tempfile.mkdtemp(prefix="aimlutils-checkpoints-"))
+            folder = self.scratch_dir / f"trial_{origin_of(trial)}"
         else:
             folder = self.study_paths.checkpoint(origin_of(trial))
         folder.mkdir(parents=True, exist_ok=True)
@@ -160,7 +161,9 @@ class BaseObjective:
 
     def repro_fields(self, trial: optuna.trial.BaseTrial) -> dict[str, Any] | None:
         """What ``trial``'s record keeps to run it again (ids of its environment and config)."""
-        return self.recorder.fields(trial.number) or None if self.recorder is not None else None
+        if self.recorder is None:
+            return None
+        return self.recorder.fields(trial.number) or None
 
     def __call__(self, trial: optuna.trial.BaseTrial) -> float | list[float]:
         with self.mlflow_run(trial) if self.mlflow_run is not None else contextlib.nullcontext():

@@ -109,8 +109,9 @@ class StudyPaths:
     def repro_env(self, env_id: str) -> Path:
         return self.repro / f"env-{env_id}.json"
 
-    def repro_config(self, config_id: str) -> Path:
-        return self.repro / "configs" / f"{config_id}.yml"
+    def repro_configs(self, host: str, pid: int) -> Path:
+        """One worker's applied model configs, a JSON line each."""
+        return self.repro / f"configs-{host}-{pid}.jsonl"
 
     @property
     def report(self) -> Path:

@@ -3,9 +3,11 @@
 Per worker, once: the environment (Python, platform, package versions, the objective file's hash
 and git commit with a dirty flag, the GPU model) goes to ``save_path/repro/env-<id>.json``, named
 by its content, so the workers of one environment share one file. Per trial: the model config as
-``train`` received it goes to ``save_path/repro/configs/<id>.yml``, also named by its content, and
-the trial's one record write (:mod:`aimlutils.hyper_opt.coordination.records`) carries the two ids
-and the worker's sampler seed. Host, node, process and job id are in that record already.
+``train`` received it is one JSON line of the worker's own ``save_path/repro/configs-<host>-<pid>.jsonl``
+(one ``write`` on a file kept open: a file per trial would halve a cheap trial's throughput), under
+an id that is a hash of its content, and the trial's one record write
+(:mod:`aimlutils.hyper_opt.coordination.records`) carries the two ids and the worker's sampler
+seed. Host, node, process and job id are in that record already.
 
 ``optimize.py report`` writes the whole of it next to ``best.yml``; ``optimize.py rerun`` runs a
 trial again from it.
@@ -21,11 +23,12 @@ import logging
 import os
 import platform
 import shutil
+import socket
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 import yaml
 from optuna.trial import FrozenTrial
@@ -208,15 +211,29 @@ class TrialRecorder:
             logger.warning("could not write the environment record in %s: %s", self.paths.repro, err)
             self.env_id = None
         self._configs: dict[int, str] = {}
+        self._written: set[str] = set()
+        self._file = self.paths.repro_configs(socket.gethostname(), os.getpid())
+        self._out: IO[str] | None = None
 
     def note_config(self, number: int, conf: Mapping[str, Any]) -> None:
         config_id = config_id_of(conf)
-        try:
-            _write_once(self.paths.repro_config(config_id), yaml.safe_dump(dict(conf), sort_keys=False))
-        except (OSError, yaml.YAMLError) as err:
-            logger.warning("could not keep trial %d's config in %s: %s", number, self.paths.repro, err)
-            return
+        if config_id not in self._written:
+            try:
+                if self._out is None:
+                    self._file.parent.mkdir(parents=True, exist_ok=True)
+                    self._out = open(self._file, "a", encoding="utf-8")  # noqa: SIM115 (kept open)
+                self._out.write(json.dumps({"id": config_id, "config": conf}, default=str) + "\n")
+                self._out.flush()  # on disk before training: a worker killed mid-trial keeps it
+            except (OSError, TypeError, ValueError) as err:
+                logger.warning("could not keep trial %d's config in %s: %s", number, self._file, err)
+                return
+            self._written.add(config_id)
         self._configs[number] = config_id
+
+    def close(self) -> None:
+        if self._out is not None:
+            self._out.close()
+            self._out = None
 
     def fields(self, number: int) -> dict[str, Any]:
         """The record's ``repro`` entry for trial ``number`` (and forget its config id)."""
@@ -240,13 +257,20 @@ def read_env(paths: StudyPaths, env_id: str | None) -> dict[str, Any] | None:
 
 
 def read_config(paths: StudyPaths, config_id: str | None) -> dict[str, Any] | None:
+    """The applied model config of id ``config_id``, from the workers' ``configs-*.jsonl``."""
     if not config_id:
         return None
-    try:
-        data = yaml.safe_load(paths.repro_config(config_id).read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return None
-    return data if isinstance(data, dict) else None
+    key = f'{{"id": "{config_id}"'
+    for path in sorted(paths.repro.glob("configs-*.jsonl")):
+        try:
+            with open(path, encoding="utf-8") as fh:
+                for line in fh:
+                    if line.startswith(key):
+                        data = json.loads(line).get("config")
+                        return data if isinstance(data, dict) else None
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def reproduction(paths: StudyPaths, trial: FrozenTrial, metrics: Sequence[str]) -> dict[str, Any]:

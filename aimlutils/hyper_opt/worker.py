@@ -102,7 +102,8 @@ class Worker:
         self._durations: list[float] = []
         self.objective = build_worker_objective(cfg, self.study, self.identity, objective_class)
         # After the objective: its import may have loaded torch, which can name the GPUs.
-        self.objective.recorder = TrialRecorder(cfg, index, n_workers, objective_class)
+        self.recorder = TrialRecorder(cfg, index, n_workers, objective_class)
+        self.objective.recorder = self.recorder
 
     def run(self) -> int:
         """Run trials until the budget is spent (or ``max_trials``); returns how many this worker ran."""
@@ -122,6 +123,7 @@ class Worker:
                     ran += 1
         finally:
             self.csv.close()
+            self.recorder.close()
         return ran
 
     def _should_stop(self, ran: int) -> bool:

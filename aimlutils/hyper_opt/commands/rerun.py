@@ -90,8 +90,8 @@ def _run(objective: BaseObjective, trial: optuna.trial.FixedTrial) -> float | li
         with StopSignal.interruptible_section():
             return objective(trial)
     finally:
-        if objective._scratch is not None:  # the rerun's own checkpoints: not wanted afterwards
-            shutil.rmtree(objective._scratch, ignore_errors=True)
+        if objective.scratch_dir is not None:  # the rerun's own checkpoints: not wanted afterwards
+            shutil.rmtree(objective.scratch_dir, ignore_errors=True)
 
 
 class _KeepConfig:
