@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import optuna
+from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
@@ -84,7 +85,14 @@ def fail_dead_trials(
             continue
         owner, reason = dead
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
-        storage.set_trial_user_attr(trial_id, RECORD_ATTR, {"worker": owner, "fail_reason": reason})
+        # ``running`` was read when the sweep began; a long sweep finds trials whose worker finished
+        # them (and removed the owner file) since. A record written to a finished trial fails.
+        if storage.get_trial(trial_id).state != TrialState.RUNNING:
+            continue
+        try:
+            storage.set_trial_user_attr(trial_id, RECORD_ATTR, {"worker": owner, "fail_reason": reason})
+        except UpdateFinishedTrialError:  # finished between that look and this write
+            continue
         try:
             study.tell(trial.number, state=TrialState.FAIL)
         except (ValueError, RuntimeError):  # another worker failed it first
