@@ -618,6 +618,19 @@ def _stop(proc: subprocess.Popen[Any], timeout: float = 30) -> None:
             proc.wait()
 
 
+def _read_all(cfg: RunConfig) -> tuple[float, int]:
+    """Seconds to read every trial of the study from the database (best of 3): what the proxy pays
+    for each worker's ask (``GetTrials``), whatever the client already has."""
+    storage = open_for_command(cfg.storage, wait_s=60)
+    study_id = storage.get_study_id_from_name(cfg.study_name)
+    times, n = [], 0
+    for _ in range(3):
+        t0 = time.perf_counter()
+        n = len(storage.get_all_trials(study_id, deepcopy=False))
+        times.append(time.perf_counter() - t0)
+    return min(times), n
+
+
 def _final_states(cfg: RunConfig) -> dict[str, int]:
     storage = open_for_command(cfg.storage, wait_s=60)
     study = optuna.load_study(study_name=cfg.study_name, storage=storage)
@@ -742,6 +755,8 @@ def run_case(
     out["proxy_restarts"] = proxy.restarts if proxy is not None else None
     out["sampler_failures"] = sampler.failures
     out["final_states"] = _final_states(cfg)
+    if cfg.storage.kind in ("postgresql", "mysql"):
+        out["read_all_s"], out["read_all_trials"] = _read_all(cfg)
     csv_rows = cfg.csv_path.read_text().count("\n") - 1 if cfg.csv_path.exists() else 0
     out["csv_rows"] = csv_rows
     _drop_study(cfg)
@@ -973,6 +988,25 @@ PROJECTED_TRIAL_S = 600.0
 REDIS_GETS_PER_S = 100_000
 
 
+def _claim_cost(storage: str, rows: list[dict[str, Any]], ran: list[dict[str, Any]]) -> tuple[float, float]:
+    """``(a, b)``: the claim lock is held about ``a + b x trials in the study`` seconds.
+
+    ``a``: the least claim lock hold time (p50) measured, the case where claims queued least and the
+    machine was least busy. ``b``: only through the proxy, whose every ask reads the whole study
+    from the database: the time such a read took per trial, measured after each case.
+    """
+    holds = [r["claim_hold_p50"] for r in rows if r["claim_hold_p50"]]
+    a = min(holds) if holds else 0.0
+    if storage != "proxy":
+        return a, 0.0
+    reads = [r["read_all_s"] / r["read_all_trials"] for r in ran if r.get("read_all_trials")]
+    if not reads:  # figures of a run without that measurement: fitted from the hold times
+        return _fit([(r["n_trials"] / 2, r["claim_hold_p50"]) for r in rows if r["claim_hold_p50"]])
+    b = statistics.median(reads)
+    smallest = min(rows, key=lambda r: r["n_trials"])
+    return max(0.0, (smallest["claim_hold_p50"] or 0.0) - b * smallest["n_trials"] / 2), b
+
+
 def _fit(points: list[tuple[float, float]]) -> tuple[float, float]:
     """Least-squares ``(a, b)`` of ``y = a + b x``; a flat line through one point."""
     if len(points) < 2 or len({x for x, _ in points}) < 2:
@@ -996,9 +1030,9 @@ def capacity_model(results: list[dict[str, Any]]) -> str:
         "",
         "Every claim (budget check, ask, owner file) happens under the study's one claim lock, so a "
         "study starts at most 1 / (claim lock hold time) trials per second, however many workers it has; "
-        "a worker that finds the lock busy waits. The hold time (p50; from the slowest rate's cases when "
-        "they span sizes, where claims rarely queue) is fitted against the study's size (trials in it "
-        "during the run, half of `n_trials` on average), because through the proxy each "
+        "a worker that finds the lock busy waits. The hold time is the least p50 measured (where claims "
+        "queued least); through the proxy it grows with the study's size, by what reading every trial "
+        "from PostgreSQL takes (measured after each case), because through the proxy each "
         "`study.ask` makes the proxy read every trial of the study from PostgreSQL (Optuna's "
         "`GetTrials`, for the queue of waiting trials). With the journal file and Redis every worker "
         "reads every entry any worker writes, once: that load is workers x entries per trial x rate. "
@@ -1021,11 +1055,7 @@ def capacity_model(results: list[dict[str, Any]]) -> str:
         cost = f"{calls:.0f} storage calls, {files:.0f} file ops"
         if entries > 0.5:
             cost += f", {entries:.1f} journal entries that every worker reads"
-        # The slowest rate's cases, where claims rarely queue behind each other, when they span sizes.
-        slow = [r for r in rows if r["case"]["rate"] == min(x["case"]["rate"] for x in rows)]
-        fitted = slow if len({r["n_trials"] for r in slow}) > 1 else rows
-        points = [(r["n_trials"] / 2, r["claim_hold_p50"]) for r in fitted if r["claim_hold_p50"]]
-        a, b = _fit(points)
+        a, b = _claim_cost(storage, rows, ran)
         hold = f"{a * 1000:.0f} ms" + (f" + {b * 1e6:.2f} ms per 1,000 trials" if b > 0 else "")
         cells = []
         for workers in PROJECTED:
@@ -1053,11 +1083,18 @@ def capacity_model(results: list[dict[str, Any]]) -> str:
                 parts.append("4 database connections")
             cells.append("; ".join(parts))
         lines.append(f"| {LABELS[storage]} | {cost} | {hold} | " + " | ".join(cells) + " |")
-        conclusions.append(_saturation(storage, a, b, entries, refused))
+        conclusions.append(_saturation(storage, a, b, entries, refused, rows))
     return "\n".join([*lines, "", *(f"- {c}" for c in conclusions if c), "", _verdict(ran)])
 
 
-def _saturation(storage: str, a: float, b: float, entries: float, refused: list[dict[str, Any]]) -> str:
+def _saturation(
+    storage: str,
+    a: float,
+    b: float,
+    entries: float,
+    refused: list[dict[str, Any]],
+    rows: list[dict[str, Any]],
+) -> str:
     """Where a storage stops keeping up, from its fitted claim cost and its re-read load."""
     label = LABELS[storage]
     out = []
@@ -1077,7 +1114,17 @@ def _saturation(storage: str, a: float, b: float, entries: float, refused: list[
             )
         )
     elif a > 0:
-        out.append(f"{label}: at most about {1 / a:.0f} claims/s through the claim lock")
+        out.append(f"{label}: at most about {1 / a:.0f} claims/s through the claim lock alone")
+    waits = [r for r in rows if r.get("journal_lock_wait_p99")]
+    if waits:
+        worst = max(waits, key=lambda r: r["journal_lock_wait_p99"])
+        out.append(
+            "but Optuna's journal-file lock (a lock file each append creates, others polling it with a "
+            f"backoff of up to 1 s) is what queued: p99 wait {_ms(worst['journal_lock_wait_p99'])} at "
+            f"{worst['case']['workers']} workers, {worst['case']['rate']:.1f} trials/s, where a wave of "
+            f"{worst['case']['workers']} tells and claims came at once; the claim lock's holder waits for "
+            "it too"
+        )
     if entries > 0.5:
         # Every worker reads every entry: workers x entries x (workers / trial length) entries/s.
         limit = math.sqrt(REDIS_GETS_PER_S * PROJECTED_TRIAL_S / entries)
