@@ -395,6 +395,7 @@ def child_main(spec_path: Path) -> int:
         "threads": threading.active_count(),
         "crashes": crashes,
         "stuck": stuck,
+        "deadline": deadline,
         "stacks": stacks,
         "files": dict(counters.files),
         "storage_calls": dict(counters.storage),
@@ -617,6 +618,19 @@ def _stop(proc: subprocess.Popen[Any], timeout: float = 30) -> None:
             proc.wait()
 
 
+def _read_all(cfg: RunConfig) -> tuple[float, int]:
+    """Seconds to read every trial of the study from the database (best of 3): what the proxy pays
+    for each worker's ask (``GetTrials``), whatever the client already has."""
+    storage = open_for_command(cfg.storage, wait_s=60)
+    study_id = storage.get_study_id_from_name(cfg.study_name)
+    times, n = [], 0
+    for _ in range(3):
+        t0 = time.perf_counter()
+        n = len(storage.get_all_trials(study_id, deepcopy=False))
+        times.append(time.perf_counter() - t0)
+    return min(times), n
+
+
 def _final_states(cfg: RunConfig) -> dict[str, int]:
     storage = open_for_command(cfg.storage, wait_s=60)
     study = optuna.load_study(study_name=cfg.study_name, storage=storage)
@@ -625,7 +639,12 @@ def _final_states(cfg: RunConfig) -> dict[str, int]:
 
 
 def run_case(
-    case: Case, urls: dict[str, str], root: Path, threads_per_process: int, proxy_ends_itself: bool = False
+    case: Case,
+    urls: dict[str, str],
+    root: Path,
+    threads_per_process: int,
+    proxy_ends_itself: bool = False,
+    max_case_s: float | None = None,
 ) -> dict[str, Any]:
     """Run one case (or find that the database refuses it); the measured figures."""
     folder = root / case.slug
@@ -638,6 +657,8 @@ def run_case(
         "trial_s": case.trial_s,
         "n_trials": case.n_trials,
     }
+    if case.storage == "proxy" and proxy_ends_itself:
+        out["proxy_ends_itself"] = True
     if case.storage in ("postgresql", "mysql", "proxy"):
         proxy = cfg.optuna.proxy_section
         wanted = proxy.connections if proxy is not None else case.workers
@@ -662,6 +683,8 @@ def run_case(
     n_procs = max(1, math.ceil(case.workers / threads_per_process))
     # Long enough for every trial and the start, short enough to catch a stuck study.
     deadline_s = (case.trials_per_worker + 2) * case.trial_s * 2 + 300
+    if max_case_s is not None:
+        deadline_s = min(deadline_s, max_case_s)
     children: list[subprocess.Popen[str]] = []
     last_cpu = 0.0
     try:
@@ -732,6 +755,8 @@ def run_case(
     out["proxy_restarts"] = proxy.restarts if proxy is not None else None
     out["sampler_failures"] = sampler.failures
     out["final_states"] = _final_states(cfg)
+    if cfg.storage.kind in ("postgresql", "mysql"):
+        out["read_all_s"], out["read_all_trials"] = _read_all(cfg)
     csv_rows = cfg.csv_path.read_text().count("\n") - 1 if cfg.csv_path.exists() else 0
     out["csv_rows"] = csv_rows
     _drop_study(cfg)
@@ -745,7 +770,9 @@ def _figures(
 ) -> dict[str, Any]:
     workers = {int(i): w for r in results for i, w in r["workers"].items()}
     ends = [w["ended"] for w in workers.values() if w["ended"]]
-    span = max(ends) - go_at if ends else float("nan")
+    # Workers still running at the time limit had the whole of it.
+    limits = [r["deadline"] for r in results if r["stuck"]]
+    span = max(ends + limits) - go_at if ends or limits else float("nan")
     busy = sum(b - a for w in workers.values() for a, b in w["spans"])
     asks = [dt for w in workers.values() for _, dt in w["asks"]]
     later_asks = [dt for w in workers.values() for _, dt in w["asks"][1:]]
@@ -829,9 +856,13 @@ def _ms(value: float | None) -> str:
     return f"{value * 1000:.0f} ms" if value < 10 else f"{value:.0f} s"
 
 
+def _label(r: dict[str, Any]) -> str:
+    return LABELS[r["case"]["storage"]] + (" (ends itself)" if r.get("proxy_ends_itself") else "")
+
+
 def _row(r: dict[str, Any]) -> str:
     c = r["case"]
-    head = f"| {LABELS[c['storage']]} | {c['workers']} | {c['rate']:.1f} | {r['trial_s']:.1f} s |"
+    head = f"| {_label(r)} | {c['workers']} | {c['rate']:.1f} | {r['trial_s']:.1f} s |"
     if "refused" in r:
         return head + f" refused by the connection check ({r['fit']} fit) |" + " |" * 7
     if "error" in r:
@@ -844,7 +875,7 @@ def _row(r: dict[str, Any]) -> str:
         + f" {util} | {_ms(r['ask_later_p50'])} / {_ms(r['ask_later_p99'])} | {_ms(r['start_s'])} |"
         + f" {_ms(r['tell_p50'])} / {_ms(r['tell_p99'])} | {conns} | {r['trials_per_s']:.2f} |"
         + f" {r['file_ops_per_min']:.0f} ({r['file_ops_per_trial']:.1f}) | {r['crashed']}"
-        + (f", {r['stuck']} stuck" if r["stuck"] else "")
+        + (f", {r['stuck']} still running at the time limit" if r["stuck"] else "")
         + f" | {done}/{r['n_trials']} |"
     )
 
@@ -880,6 +911,14 @@ def render(results: list[dict[str, Any]], args: argparse.Namespace, total_s: flo
         "one of the benchmark's, sampled each second. File ops: calls that touch `save_path` (file locks "
         "taken, owner files written, read and removed, CSV rows, sweep turns, and for the journal file "
         "Optuna's reads, appends and lock files), per minute of the run and per finished trial.\n\n"
+        "What the simulation changes. Every trial is equally long and all workers start together, so "
+        "claims come in waves of all the workers at once, each wave a queue at the claim lock: the worst "
+        "case, where a study whose trials vary in length spreads its claims out. The workers' own CPU "
+        "(each replays the journal, parses replies) is the benchmark's few cores, not one node each. "
+        "gRPC clients in one process share one TCP connection to the proxy, so the proxy sees a few "
+        "connections, not one per worker. The proxy's own exit once every trial is finished is turned "
+        "off (`--proxy-ends-itself` keeps it), as workers still queued at the claim lock then wait for a "
+        "proxy that is gone (see below).\n\n"
         f"{TABLE_HEAD}\n{rows}\n\n"
         f"{notes}\n\n"
         f"{model}\n\n"
@@ -896,7 +935,7 @@ def _notes(results: list[dict[str, Any]]) -> list[str]:
         if "utilisation" not in r:
             continue
         c = r["case"]
-        where = f"{LABELS[c['storage']]}, {c['workers']} workers at {c['rate']:.1f} trials/s"
+        where = f"{_label(r)}, {c['workers']} workers at {c['rate']:.1f} trials/s"
         parts = [
             f"claim lock held p50 {_ms(r['claim_hold_p50'])}, p99 {_ms(r['claim_hold_p99'])}",
             f"{r['storage_calls_per_trial']:.1f} storage calls per trial",
@@ -908,6 +947,13 @@ def _notes(results: list[dict[str, Any]]) -> list[str]:
             parts.append(f"Optuna's journal lock waited for p99 {_ms(r['journal_lock_wait_p99'])}")
         if r.get("proxy_restarts"):
             parts.append(f"the proxy ended and was restarted {r['proxy_restarts']} times")
+        if r.get("proxy_ends_itself"):
+            parts.append(
+                "the proxy left as soon as every trial was finished, while workers were still queued at the "
+                "claim lock to learn it; each, in turn, waited for a proxy inside the lock (a local run "
+                "restarts the proxy, which leaves again within 10 s; on a cluster nothing restarts it and "
+                "each queued worker waits `optuna.storage_wait_s`)"
+            )
         if r.get("load_max") is not None:
             parts.append(f"load average up to {r['load_max']:.1f}")
         if r.get("sampler_failures"):
@@ -921,7 +967,10 @@ def _notes(results: list[dict[str, Any]]) -> list[str]:
         if r["crashed"]:
             parts.append("crashes: " + "; ".join(f"{n} x {k}" for k, n in r["crash_kinds"].items()))
         if r["stuck"]:
-            parts.append(f"{r['stuck']} workers still running at the deadline")
+            parts.append(
+                f"stopped at its time limit, {r['span_s']:.0f} s after the start, {r['stuck']} workers still "
+                f"running (utilisation over that time)"
+            )
         bad = {k: n for k, n in r["log"].items() if not k.startswith("INFO")}
         if bad:
             parts.append(
@@ -937,6 +986,25 @@ PROJECTED = (2000, 10000)
 PROJECTED_TRIAL_S = 600.0
 #: What one Redis server answers, GETs per second: the order of magnitude of redis-benchmark.
 REDIS_GETS_PER_S = 100_000
+
+
+def _claim_cost(storage: str, rows: list[dict[str, Any]], ran: list[dict[str, Any]]) -> tuple[float, float]:
+    """``(a, b)``: the claim lock is held about ``a + b x trials in the study`` seconds.
+
+    ``a``: the least claim lock hold time (p50) measured, the case where claims queued least and the
+    machine was least busy. ``b``: only through the proxy, whose every ask reads the whole study
+    from the database: the time such a read took per trial, measured after each case.
+    """
+    holds = [r["claim_hold_p50"] for r in rows if r["claim_hold_p50"]]
+    a = min(holds) if holds else 0.0
+    if storage != "proxy":
+        return a, 0.0
+    reads = [r["read_all_s"] / r["read_all_trials"] for r in ran if r.get("read_all_trials")]
+    if not reads:  # figures of a run without that measurement: fitted from the hold times
+        return _fit([(r["n_trials"] / 2, r["claim_hold_p50"]) for r in rows if r["claim_hold_p50"]])
+    b = statistics.median(reads)
+    smallest = min(rows, key=lambda r: r["n_trials"])
+    return max(0.0, (smallest["claim_hold_p50"] or 0.0) - b * smallest["n_trials"] / 2), b
 
 
 def _fit(points: list[tuple[float, float]]) -> tuple[float, float]:
@@ -955,16 +1023,16 @@ def capacity_model(results: list[dict[str, Any]]) -> str:
     through the proxy each ask reads every trial of the study. Journal storages make every worker
     read every entry: that load grows with workers x rate.
     """
-    ran = [r for r in results if r.get("utilisation") is not None]
+    ran = [r for r in results if r.get("utilisation") is not None and not r.get("proxy_ends_itself")]
     conclusions: list[str] = []
     lines = [
         "### Capacity model",
         "",
         "Every claim (budget check, ask, owner file) happens under the study's one claim lock, so a "
         "study starts at most 1 / (claim lock hold time) trials per second, however many workers it has; "
-        "a worker that finds the lock busy waits. The hold time (p50; from the slowest rate's cases when "
-        "they span sizes, where claims rarely queue) is fitted against the study's size (trials in it "
-        "during the run, half of `n_trials` on average), because through the proxy each "
+        "a worker that finds the lock busy waits. The hold time is the least p50 measured (where claims "
+        "queued least); through the proxy it grows with the study's size, by what reading every trial "
+        "from PostgreSQL takes (measured after each case), because through the proxy each "
         "`study.ask` makes the proxy read every trial of the study from PostgreSQL (Optuna's "
         "`GetTrials`, for the queue of waiting trials). With the journal file and Redis every worker "
         "reads every entry any worker writes, once: that load is workers x entries per trial x rate. "
@@ -987,11 +1055,7 @@ def capacity_model(results: list[dict[str, Any]]) -> str:
         cost = f"{calls:.0f} storage calls, {files:.0f} file ops"
         if entries > 0.5:
             cost += f", {entries:.1f} journal entries that every worker reads"
-        # The slowest rate's cases, where claims rarely queue behind each other, when they span sizes.
-        slow = [r for r in rows if r["case"]["rate"] == min(x["case"]["rate"] for x in rows)]
-        fitted = slow if len({r["n_trials"] for r in slow}) > 1 else rows
-        points = [(r["n_trials"] / 2, r["claim_hold_p50"]) for r in fitted if r["claim_hold_p50"]]
-        a, b = _fit(points)
+        a, b = _claim_cost(storage, rows, ran)
         hold = f"{a * 1000:.0f} ms" + (f" + {b * 1e6:.2f} ms per 1,000 trials" if b > 0 else "")
         cells = []
         for workers in PROJECTED:
@@ -1019,11 +1083,18 @@ def capacity_model(results: list[dict[str, Any]]) -> str:
                 parts.append("4 database connections")
             cells.append("; ".join(parts))
         lines.append(f"| {LABELS[storage]} | {cost} | {hold} | " + " | ".join(cells) + " |")
-        conclusions.append(_saturation(storage, a, b, entries, refused))
+        conclusions.append(_saturation(storage, a, b, entries, refused, rows))
     return "\n".join([*lines, "", *(f"- {c}" for c in conclusions if c), "", _verdict(ran)])
 
 
-def _saturation(storage: str, a: float, b: float, entries: float, refused: list[dict[str, Any]]) -> str:
+def _saturation(
+    storage: str,
+    a: float,
+    b: float,
+    entries: float,
+    refused: list[dict[str, Any]],
+    rows: list[dict[str, Any]],
+) -> str:
     """Where a storage stops keeping up, from its fitted claim cost and its re-read load."""
     label = LABELS[storage]
     out = []
@@ -1043,7 +1114,17 @@ def _saturation(storage: str, a: float, b: float, entries: float, refused: list[
             )
         )
     elif a > 0:
-        out.append(f"{label}: at most about {1 / a:.0f} claims/s through the claim lock")
+        out.append(f"{label}: at most about {1 / a:.0f} claims/s through the claim lock alone")
+    waits = [r for r in rows if r.get("journal_lock_wait_p99")]
+    if waits:
+        worst = max(waits, key=lambda r: r["journal_lock_wait_p99"])
+        out.append(
+            "but Optuna's journal-file lock (a lock file each append creates, others polling it with a "
+            f"backoff of up to 1 s) is what queued: p99 wait {_ms(worst['journal_lock_wait_p99'])} at "
+            f"{worst['case']['workers']} workers, {worst['case']['rate']:.1f} trials/s, where a wave of "
+            f"{worst['case']['workers']} tells and claims came at once; the claim lock's holder waits for "
+            "it too"
+        )
     if entries > 0.5:
         # Every worker reads every entry: workers x entries x (workers / trial length) entries/s.
         limit = math.sqrt(REDIS_GETS_PER_S * PROJECTED_TRIAL_S / entries)
@@ -1064,6 +1145,14 @@ def _saturation(storage: str, a: float, b: float, entries: float, refused: list[
     return "; ".join(out) + "." if out else ""
 
 
+#: Where a wave of claims and tells waits, by storage.
+QUEUES = {
+    "journal": "the claim lock and at Optuna's journal-file lock",
+    "redis": "the claim lock and at the replay of the Redis journal (a GET per entry)",
+    "proxy": "the claim lock, behind the proxy's reads of the whole study",
+}
+
+
 def _verdict(ran: list[dict[str, Any]]) -> str:
     """The issue's acceptance line: utilisation at 1,000 workers or more, 3.3 trials/s."""
     big = [r for r in ran if r["case"]["workers"] >= 1000 and abs(r["case"]["rate"] - 2000 / 600) < 0.05]
@@ -1075,9 +1164,16 @@ def _verdict(ran: list[dict[str, Any]]) -> str:
     )
     best = max(big, key=lambda r: r["utilisation"])
     met = "met" if best["utilisation"] >= 0.95 else "not met"
+    ideal = best["case"]["trials_per_worker"] * best["trial_s"]
+    label, n, trial_s = LABELS[best["case"]["storage"]], best["n_trials"], best["trial_s"]
     return (
-        f"**Utilisation at {best['case']['workers']:,} workers, 3.3 trials/s:** {figures}. The target of 95% "
-        f"is {met} by the best of them ({LABELS[best['case']['storage']]})."
+        f"**Utilisation at {best['case']['workers']:,} workers, 3.3 trials/s:** {figures}. The target of "
+        f"95% is {met} by the best of them ({label}): its {n:,} trials of {trial_s:.0f} s took "
+        f"{best['span_s']:.0f} s where {ideal:.0f} s would do. The last worker's first trial began "
+        f"{best['start_s']:.0f} s after the start; between two trials of a worker (tell, CSV row, claim, "
+        f"suggest) p50 {_ms(best['gap_p50'])}, p99 {_ms(best['gap_p99'])}, as each wave of claims and "
+        f"tells queued at {QUEUES.get(best['case']['storage'], 'the claim lock')}; the rest is the end, "
+        "where workers done wait for the last trials."
     )
 
 
@@ -1123,6 +1219,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         nargs="+",
         help="write the section from --json files of earlier runs (later files' cases replace earlier ones)",
     )
+    parser.add_argument(
+        "--max-case-s", type=float, default=None, help="stop a case this long after its start (reported)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the study folders (printed)")
     parser.add_argument("--smoke", action="store_true", help="a tiny run of every storage, for the tests")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
@@ -1135,9 +1234,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _key(result: dict[str, Any]) -> tuple[str, int, float]:
+def _key(result: dict[str, Any]) -> tuple[str, int, float, bool]:
     c = result["case"]
-    return (c["storage"], c["workers"], round(c["rate"], 1))
+    return (c["storage"], c["workers"], round(c["rate"], 1), bool(result.get("proxy_ends_itself")))
 
 
 def _merge(saved: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], float]:
@@ -1145,7 +1244,7 @@ def _merge(saved: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], float]:
     saved = [run if isinstance(run, dict) else {"results": run, "total_s": 0.0} for run in saved]
     merged = {_key(result): result for run in saved for result in run["results"]}
     rank = {storage: i for i, storage in enumerate(STORAGES)}
-    ordered = sorted(merged.values(), key=lambda r: (_key(r)[2], _key(r)[1], rank[_key(r)[0]]))
+    ordered = sorted(merged.values(), key=lambda r: (_key(r)[2], _key(r)[1], rank[_key(r)[0]], _key(r)[3]))
     return ordered, sum(run["total_s"] for run in saved)
 
 
@@ -1190,7 +1289,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 flush=True,
             )
             try:
-                result = run_case(case, urls, root, args.threads_per_process, args.proxy_ends_itself)
+                result = run_case(
+                    case, urls, root, args.threads_per_process, args.proxy_ends_itself, args.max_case_s
+                )
             except Exception as err:
                 traceback.print_exc()
                 result = {

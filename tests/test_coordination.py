@@ -21,11 +21,13 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+from aimlutils.hyper_opt.coordination import recovery
 from aimlutils.hyper_opt.coordination.budget import Room, TrialBudget
 from aimlutils.hyper_opt.coordination.claim import claim_trial
 from aimlutils.hyper_opt.coordination.liveness import Liveness
 from aimlutils.hyper_opt.coordination.locks import FileLock
 from aimlutils.hyper_opt.coordination.owners import RunningTrials
+from aimlutils.hyper_opt.coordination.records import RECORD_ATTR
 from aimlutils.hyper_opt.coordination.recovery import fail_dead_trials, recover_study, requeue
 from aimlutils.hyper_opt.coordination.results_csv import ResultsCsv
 from aimlutils.hyper_opt.paths import StudyPaths
@@ -145,6 +147,23 @@ def test_a_live_workers_trial_is_left_alone(study, tmp_path):
     owners.mark(trial.number, {"host": os.uname().nodename, "pid": os.getpid()})
     running = study.get_trials(states=(TrialState.RUNNING,))
     assert fail_dead_trials(study, study._storage, running, owners, Liveness()) == []
+
+
+def test_a_trial_finished_while_the_sweep_ran_is_left_alone(study, tmp_path, monkeypatch):
+    # A sweep works from the list of RUNNING trials it read at its start; with a thousand workers
+    # it takes long enough for some of them to finish (their owner file gone) before it gets there.
+    monkeypatch.setattr(recovery, "ORPHAN_AFTER_S", 0.0)
+    trial = study.ask()
+    trial.suggest_float("x", 0, 1)
+    owners = RunningTrials(tmp_path / "running")
+    owners.mark(trial.number, {"host": os.uname().nodename, "pid": os.getpid()})
+    running = study.get_trials(states=(TrialState.RUNNING,))
+    study.tell(trial, 0.5)
+    owners.clear(trial.number)
+    assert fail_dead_trials(study, study._storage, running, owners, Liveness()) == []
+    _finish(study, 1)  # nothing the sweep wrote is left to fail the next write
+    assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE, TrialState.COMPLETE]
+    assert RECORD_ATTR not in study.get_trials()[0].user_attrs
 
 
 def test_requeue_respects_max_retries(study):

@@ -133,6 +133,10 @@ def fail_dead_trials(
             continue
         owner, reason = dead
         trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        # ``running`` was read when the sweep began; a long sweep finds trials whose worker finished
+        # them (and removed the owner file) since. A record written to a finished trial fails.
+        if storage.get_trial(trial_id).state != TrialState.RUNNING:
+            continue
         try:
             storage.set_trial_user_attr(trial_id, RECORD_ATTR, {"worker": owner, "fail_reason": reason})
             # Queued before the trial is failed: failing it frees its place in the budget, and a
