@@ -153,7 +153,8 @@ def test_an_outage_longer_than_the_limit_stops_the_workers_and_a_reload_finishes
     logs = [p.read_text() for p in (hyper.parent / "results" / "workers").glob("worker-*.log")]
     stopped = [log for log in logs if "did not answer for 8 s (optuna.storage_wait_s)" in log]
     assert stopped, logs
-    assert all(log.rstrip().splitlines()[-1].endswith(")") or "stopping" in log for log in stopped)
+    # The stopping worker says why in one line (a thread that gave up too may add its traceback).
+    assert any("stopping: the storage" in log for log in stopped), stopped
     reload = start_optimize(hyper, model, "--workers", "3", "--reload")
     out, _ = reload.communicate(timeout=600)
     assert reload.returncode == 0, out
