@@ -618,6 +618,20 @@ def _stop(proc: subprocess.Popen[Any], timeout: float = 30) -> None:
             proc.wait()
 
 
+def _wait_for_server(cfg: RunConfig, wait_s: float = 300) -> None:
+    """Wait while the database server refuses connections (restarted, or full of other clients)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            capacity.database_room(cfg.storage)
+            return
+        except Exception as err:
+            if time.monotonic() > deadline:
+                raise
+            print(f"  waiting for the server: {str(err).splitlines()[0][:150]}", flush=True)
+            time.sleep(5)
+
+
 def _read_all(cfg: RunConfig) -> tuple[float, int]:
     """Seconds to read every trial of the study from the database (best of 3): what the proxy pays
     for each worker's ask (``GetTrials``), whatever the client already has."""
@@ -660,6 +674,7 @@ def run_case(
     if case.storage == "proxy" and proxy_ends_itself:
         out["proxy_ends_itself"] = True
     if case.storage in ("postgresql", "mysql", "proxy"):
+        _wait_for_server(cfg)
         proxy = cfg.optuna.proxy_section
         wanted = proxy.connections if proxy is not None else case.workers
         problem = capacity.connection_problem(cfg.storage, wanted, proxy is not None, local=False)
@@ -891,13 +906,20 @@ def render(results: list[dict[str, Any]], args: argparse.Namespace, total_s: flo
     rows = "\n".join(_row(r) for r in results)
     notes = "\n".join(f"- {n}" for n in _notes(results))
     model = capacity_model(results)
-    sizes = ", ".join(str(w) for w in args.workers)
+    by_rate: dict[float, set[int]] = collections.defaultdict(set)
+    for r in results:
+        by_rate[round(r["case"]["rate"], 1)].add(r["case"]["workers"])
+    sizes = "; ".join(
+        f"{', '.join(str(w) for w in sorted(ws))} workers at {rate} trials/s"
+        for rate, ws in sorted(by_rate.items())
+    )
     return (
         "## Scale\n\n"
         "`python benchmarks/scale.py` runs the real worker path (`Worker.run`: budget, claim lock, ask/tell, "
         "records, CSV, owner files, sweeps) for each storage at "
-        f"{sizes} workers, each worker a thread with its own storage, {args.threads_per_process} threads per "
-        "process. The objective suggests one parameter and sleeps for the trial length, "
+        f"{sizes} (the default: the faster rate at fewer sizes, for time), each worker a thread with its "
+        f"own storage, {args.threads_per_process} threads per process. The objective suggests one "
+        "parameter and sleeps for the trial length, "
         "workers / rate, so the study runs at the rate of 2,000 workers with 10-minute trials "
         f"(3.3 trials/s) or ten times that; each worker runs {args.trials_per_worker} trials "
         "(`n_trials` = workers x that), RandomSampler. All workers start together.\n\n"
@@ -924,8 +946,23 @@ def render(results: list[dict[str, Any]], args: argparse.Namespace, total_s: flo
         f"{model}\n\n"
         f"Measured {datetime.date.today()} on {platform.machine()}, Python {platform.python_version()}, "
         f"Optuna {optuna.__version__}, {len(os.sched_getaffinity(0))} CPU cores shared with the "
-        f"databases, the proxy and other work; the full run took {total_s / 60:.0f} minutes.\n"
+        f"databases, the proxy and other work (other test suites, which also stop and restart the database "
+        f"servers: the load average is in the notes); the runs took {total_s / 60:.0f} minutes.\n"
     )
+
+
+#: Crashes seen in these runs, and what caused them.
+KNOWN_CRASHES = {
+    "UpdateFinishedTrialError": (
+        "(a sweep, working from the RUNNING trials it had read at its start, took a trial that had "
+        "finished since for an orphan and wrote its fail record onto it; sweeps now read the trial's "
+        "state again first)"
+    ),
+    "Resource deadlock avoided": (
+        "(the kernel's deadlock check on POSIX locks, which counts processes, not threads; file locks "
+        "now wait it out)"
+    ),
+}
 
 
 def _notes(results: list[dict[str, Any]]) -> list[str]:
@@ -966,6 +1003,9 @@ def _notes(results: list[dict[str, Any]]) -> list[str]:
             parts.append(f"{r['proxy_clients_max']} TCP connections to the proxy")
         if r["crashed"]:
             parts.append("crashes: " + "; ".join(f"{n} x {k}" for k, n in r["crash_kinds"].items()))
+            parts += [
+                why for error, why in KNOWN_CRASHES.items() if any(error in k for k in r["crash_kinds"])
+            ]
         if r["stuck"]:
             parts.append(
                 f"stopped at its time limit, {r['span_s']:.0f} s after the start, {r['stuck']} workers still "
@@ -1069,10 +1109,11 @@ def capacity_model(results: list[dict[str, Any]]) -> str:
                 parts.append(
                     f"needs {workers:,} connections" + (f" ({fit} fit here)" if fit is not None else "")
                 )
+            at = f" at {size:,.0f} trials" if b > 0 else ""
             parts.append(
-                f"claim lock busy {busy * 100:.0f}%"
-                + (f" of the time at {size:,.0f} trials" if b > 0 else "")
-                + (f": saturated, at most {1 / held:.1f} trials/s" if busy >= 1 else "")
+                f"saturated: the claim lock allows {1 / held:.1f} trials/s{at}"
+                if busy >= 1
+                else f"claim lock busy {busy * 100:.0f}% of the time{at}"
             )
             if entries > 0.5:
                 reads = workers * entries * rate
@@ -1114,7 +1155,9 @@ def _saturation(
             )
         )
     elif a > 0:
-        out.append(f"{label}: at most about {1 / a:.0f} claims/s through the claim lock alone")
+        out.append(
+            f"{'at' if out else label + ': at'} most about {1 / a:.0f} claims/s through the claim lock alone"
+        )
     waits = [r for r in rows if r.get("journal_lock_wait_p99")]
     if waits:
         worst = max(waits, key=lambda r: r["journal_lock_wait_p99"])
