@@ -65,7 +65,7 @@ from aimlutils.hyper_opt.launchers.local_proxy import LocalProxy
 from aimlutils.hyper_opt.lifeline import Lifeline
 from aimlutils.hyper_opt.logs import configure_logging
 from aimlutils.hyper_opt.proxy import ProxyAddress, answers
-from aimlutils.hyper_opt.storage import open_for_command
+from aimlutils.hyper_opt.storage import JournalAppendLock, open_for_command
 from aimlutils.hyper_opt.worker import Worker
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -210,7 +210,7 @@ def _count_replayed(backend: Any, counters: Counters) -> None:
 
 def install_counters() -> Counters:
     """Wrap the package's file operations on ``save_path`` (and Optuna's journal file's) with counters."""
-    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalRedisBackend
+    from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
 
     from aimlutils.hyper_opt.coordination import FileLock, ResultsCsv, RunningTrials, StudyTurn
     from aimlutils.hyper_opt.resilient import ResilientStorage
@@ -267,17 +267,16 @@ def install_counters() -> Counters:
 
     optuna.storages.fail_stale_trials = timed_fail_stale
 
-    journal_acquire = JournalFileOpenLock.acquire
+    journal_acquire = JournalAppendLock.acquire
 
-    def timed_journal_acquire(self: JournalFileOpenLock) -> bool:
+    def timed_journal_acquire(self: JournalAppendLock) -> bool:
         t0 = time.perf_counter()
-        got = journal_acquire(self)
-        counters.file("journal lock")
+        got = journal_acquire(self)  # counted as a file op by FileLock's counter
         with counters.lock:
             counters.journal_lock_wait.append(time.perf_counter() - t0)
         return got
 
-    JournalFileOpenLock.acquire = timed_journal_acquire  # type: ignore[method-assign]
+    JournalAppendLock.acquire = timed_journal_acquire  # type: ignore[method-assign]
     return counters
 
 

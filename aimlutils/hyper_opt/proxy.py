@@ -167,6 +167,7 @@ def serve(cfg: RunConfig) -> int:
         wait_s=cfg.optuna.storage_wait_s,
         connections=section.connections,
         name=f"aimlutils proxy {cfg.study_name}",
+        cached=True,  # the workers' reads of the study reach the database as new trials only
     )
 
     def grpc_server() -> None:

@@ -13,15 +13,22 @@ from pathlib import Path
 from typing import Any, Literal
 
 from optuna.exceptions import ExperimentalWarning
-from optuna.storages import BaseStorage, JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages import (
+    BaseStorage,
+    JournalStorage,
+    RDBStorage,
+    RetryHeartbeatStaleTrialCallback,
+    get_storage,
+)
 from optuna.storages.journal import (
     BaseJournalBackend,
     JournalFileBackend,
-    JournalFileOpenLock,
     JournalRedisBackend,
 )
+from optuna.storages.journal._file import BaseJournalFileLock
 from optuna.storages.journal._storage import JournalOperation
 
+from aimlutils.hyper_opt.coordination.locks import FileLock
 from aimlutils.hyper_opt.coordination.records import RECORD_ATTR
 from aimlutils.hyper_opt.errors import ConfigError, Problem
 from aimlutils.hyper_opt.resilient import StorageUnavailable, resilient, with_retries
@@ -135,6 +142,36 @@ def missing_driver(spec: StorageSpec) -> str | None:
     return None
 
 
+class JournalAppendLock(BaseJournalFileLock):
+    """The journal file's write lock, as a blocking POSIX record lock (the claim lock's kind).
+
+    Optuna's own journal locks create a lock file and delete it, and a waiter polls for it with
+    a backoff of up to a second. When a thousand workers end their trials together, the lock
+    then sits free while its waiters sleep, and every poll is a file creation on the file
+    system's metadata server. A ``lockf`` waiter sleeps in the kernel until the lock is let go,
+    and a dead holder's lock goes with its process, with no grace period to wait out. Everything
+    that writes a study's journal through this package takes it (workers, optimize.py, the
+    Python API); a script of the user's that writes to the same journal file with Optuna's own
+    lock while workers run is not excluded by it.
+
+    Example:
+        >>> import tempfile
+        >>> lock = JournalAppendLock(tempfile.mkdtemp() + "/journal.log")
+        >>> lock.acquire(), lock.release()
+        (True, None)
+    """
+
+    def __init__(self, journal_path: str) -> None:
+        self._lock = FileLock(Path(journal_path + ".lockf"))
+
+    def acquire(self) -> bool:
+        self._lock.acquire()
+        return True
+
+    def release(self) -> None:
+        self._lock.release()
+
+
 class _RecordWithNextWrite(BaseJournalBackend):
     """A journal backend that writes a trial's record together with the operation after it.
 
@@ -173,6 +210,7 @@ def open_storage(
     proxy: Callable[[], BaseStorage] | None = None,
     name: str = "aimlutils",
     open_wait_s: float | None = None,
+    cached: bool = False,
 ) -> BaseStorage:
     """Open the storage, waiting out an outage of up to ``wait_s`` seconds at any call
     (``open_wait_s``, when given, for the first answer).
@@ -181,14 +219,21 @@ def open_storage(
     ``connections``: a worker asks for one, which its heartbeat thread shares; ``name`` tells
     PostgreSQL whose connection it is (``application_name``). ``proxy`` opens a
     client of the study's storage proxy instead (it is asked again after each failed call, since
-    a restarted proxy may listen elsewhere).
+    a restarted proxy may listen elsewhere). ``cached`` keeps finished trials of an RDB storage
+    in memory, as Optuna's own ``get_storage`` does, so a read of the study asks the database for
+    new and unfinished trials only: for the storage proxy, which reads the whole study at every
+    worker's ``study.ask``.
     """
     first = wait_s if open_wait_s is None else open_wait_s
     if proxy is not None:
         where = f"{spec} (through its proxy)"
         return resilient(_first_answer(proxy, first, where), wait_s, where, proxy)
-    backend = _first_answer(lambda: _open(spec, retries, connections, name), first, str(spec))
-    return resilient(backend, wait_s, str(spec))
+
+    def opener() -> BaseStorage:
+        backend = _open(spec, retries, connections, name)
+        return get_storage(backend) if cached else backend
+
+    return resilient(_first_answer(opener, first, str(spec)), wait_s, str(spec))
 
 
 def _first_answer(opener: Callable[[], BaseStorage], wait_s: float, where: str) -> BaseStorage:
@@ -207,8 +252,7 @@ def _first_answer(opener: Callable[[], BaseStorage], wait_s: float, where: str) 
 def _open(spec: StorageSpec, retries: int, connections: int, name: str) -> BaseStorage:
     if spec.kind == "journal":
         Path(spec.location).parent.mkdir(parents=True, exist_ok=True)
-        # The open(2)-based lock works on NFS, where symlink locks may not.
-        lock = JournalFileOpenLock(spec.location)
+        lock = JournalAppendLock(spec.location)
         return JournalStorage(_RecordWithNextWrite(JournalFileBackend(spec.location, lock_obj=lock)))
     if spec.kind == "redis":
         return JournalStorage(JournalRedisBackend(spec.location))

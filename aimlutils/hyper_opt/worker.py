@@ -11,6 +11,7 @@ import contextlib
 import datetime
 import logging
 import os
+import random
 import signal
 import sys
 import threading
@@ -61,6 +62,10 @@ logger = logging.getLogger("aimlutils.hyper_opt.worker")
 SWEEP_INTERVAL_S = 60.0
 #: While running trials fill the budget, dead workers' trials are looked for this often.
 WAITING_SWEEP_INTERVAL_S = 5.0
+#: While the budget is full, a worker asks again after ``poll_s``, twice that, ... up to this.
+#: A thousand waiting workers then ask the storage a few hundred times a second, not a thousand,
+#: and a study's last trial is still seen to end within seconds by every worker waiting on it.
+WAITING_POLL_MAX_S = 5.0
 #: A worker's exit code when the storage stayed unreachable past ``optuna.storage_wait_s``.
 STORAGE_GONE_EXIT_CODE = 75
 
@@ -107,7 +112,7 @@ class Worker:
 
     def run(self) -> int:
         """Run trials until the budget is spent (or ``max_trials``); returns how many this worker ran."""
-        ran = 0
+        ran, waited = 0, 0
         try:
             while not self._should_stop(ran):
                 claimed = self._claim()
@@ -116,8 +121,10 @@ class Worker:
                 if claimed is Room.WAIT:  # running trials fill the budget; one may still fail
                     if self.sweep_turn.take(WAITING_SWEEP_INTERVAL_S):
                         self._sweep()
-                    time.sleep(self.poll_s)
+                    time.sleep(waiting_poll_s(self.poll_s, waited))
+                    waited += 1
                     continue
+                waited = 0
                 if isinstance(claimed, optuna.Trial):
                     self._run_trial(claimed)
                     ran += 1
@@ -245,6 +252,22 @@ class Worker:
             self.cfg.optuna.max_retries,
             lambda trial: self.csv.append(trial_row(trial)),
         )
+
+
+def waiting_poll_s(poll_s: float, waited: int) -> float:
+    """How long a worker sleeps after its ``waited``-th answer in a row that the budget is full.
+
+    Doubling up to :data:`WAITING_POLL_MAX_S`, with jitter, so the waiting workers of a study
+    do not all ask at the same instant.
+
+    Example:
+        >>> [round(waiting_poll_s(1.0, n), 1) <= 1.0 * 2**n for n in range(4)]
+        [True, True, True, True]
+        >>> waiting_poll_s(1.0, 50) <= WAITING_POLL_MAX_S
+        True
+    """
+    ceiling = min(poll_s * 2 ** min(waited, 16), max(poll_s, WAITING_POLL_MAX_S))
+    return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not secrets
 
 
 def job_end(value: str | None) -> float | None:

@@ -7,8 +7,9 @@ keeps one descriptor and one thread lock per path, shared by every :class:`FileL
 
 The kernel's deadlock check counts processes too: a thread holding one lock file while another
 thread of its process waits for a second, held by a process that now asks for the first, looks
-to it like a deadlock (``EDEADLK``). No code here waits for a lock while holding another, so
-there is none: the waiter tries again.
+to it like a deadlock (``EDEADLK``). Locks are only ever nested in one order (the claim lock,
+then the journal file's append lock, :class:`aimlutils.hyper_opt.storage.JournalAppendLock`),
+so there is none: the waiter tries again.
 """
 
 from __future__ import annotations
