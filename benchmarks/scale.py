@@ -307,6 +307,31 @@ def _cpu_s() -> float:
     return times.user + times.system
 
 
+def share_journal_per_process() -> None:
+    """One journal storage for all the worker threads of this process, instead of one each.
+
+    On a cluster each worker replays the journal (every entry any worker writes) on its own
+    node's CPU. Here a thousand workers share two cores, and a thousand replays of each entry
+    starve the threads holding the claim lock of the interpreter: that measures the benchmark
+    machine, not the study. Optuna's ``JournalStorage`` is meant to be shared by threads (each
+    thread is its own journal worker id); every other part of the worker path stays per worker.
+    The re-read load of a study whose workers each replay is in the capacity model.
+    """
+    from aimlutils.hyper_opt import worker as worker_module
+
+    own_storage = worker_module.worker_storage
+    shared: list[Any] = []
+    lock = threading.Lock()
+
+    def one_per_process(cfg: RunConfig, index: int) -> Any:
+        with lock:
+            if not shared:
+                shared.append(own_storage(cfg, index))
+            return shared[0]
+
+    worker_module.worker_storage = one_per_process  # type: ignore[assignment]
+
+
 def child_main(spec_path: Path) -> int:
     """One process of simulated workers: build them, say ready, start on "go", report."""
     spec = json.loads(spec_path.read_text())
@@ -321,6 +346,8 @@ def child_main(spec_path: Path) -> int:
     logging.getLogger("optuna").addHandler(log_counter)
 
     n_workers, indexes = spec["workers"], spec["indexes"]
+    if spec.get("shared_journal") and cfg.storage.kind in ("journal", "redis"):
+        share_journal_per_process()
     workers: dict[int, TimedWorker] = {}
     crashes: list[dict[str, Any]] = []
     ended: dict[int, float] = {}
@@ -631,19 +658,6 @@ def _wait_for_server(cfg: RunConfig, wait_s: float = 300) -> None:
             time.sleep(5)
 
 
-def _read_all(cfg: RunConfig) -> tuple[float, int]:
-    """Seconds to read every trial of the study from the database (best of 3): what the proxy pays
-    for each worker's ask (``GetTrials``), whatever the client already has."""
-    storage = open_for_command(cfg.storage, wait_s=60)
-    study_id = storage.get_study_id_from_name(cfg.study_name)
-    times, n = [], 0
-    for _ in range(3):
-        t0 = time.perf_counter()
-        n = len(storage.get_all_trials(study_id, deepcopy=False))
-        times.append(time.perf_counter() - t0)
-    return min(times), n
-
-
 def _final_states(cfg: RunConfig) -> dict[str, int]:
     storage = open_for_command(cfg.storage, wait_s=60)
     study = optuna.load_study(study_name=cfg.study_name, storage=storage)
@@ -658,6 +672,7 @@ def run_case(
     threads_per_process: int,
     proxy_ends_itself: bool = False,
     max_case_s: float | None = None,
+    shared_journal: bool = True,
 ) -> dict[str, Any]:
     """Run one case (or find that the database refuses it); the measured figures."""
     folder = root / case.slug
@@ -672,6 +687,8 @@ def run_case(
     }
     if case.storage == "proxy" and proxy_ends_itself:
         out["proxy_ends_itself"] = True
+    if case.storage in ("journal", "redis"):
+        out["shared_journal"] = shared_journal
     if case.storage in ("postgresql", "mysql", "proxy"):
         _wait_for_server(cfg)
         proxy = cfg.optuna.proxy_section
@@ -712,6 +729,7 @@ def run_case(
                 "indexes": list(range(p, case.workers, n_procs)),
                 "deadline_s": deadline_s,
                 "result": str(folder / f"result-{p}.json"),
+                "shared_journal": shared_journal,
             }
             (folder / f"spec-{p}.json").write_text(json.dumps(spec))
             with open(folder / f"process-{p}.log", "w") as log:
@@ -769,8 +787,6 @@ def run_case(
     out["proxy_restarts"] = proxy.restarts if proxy is not None else None
     out["sampler_failures"] = sampler.failures
     out["final_states"] = _final_states(cfg)
-    if cfg.storage.kind in ("postgresql", "mysql"):
-        out["read_all_s"], out["read_all_trials"] = _read_all(cfg)
     csv_rows = cfg.csv_path.read_text().count("\n") - 1 if cfg.csv_path.exists() else 0
     out["csv_rows"] = csv_rows
     _drop_study(cfg)
@@ -916,8 +932,16 @@ def render(results: list[dict[str, Any]], args: argparse.Namespace, total_s: flo
         "## Scale\n\n"
         "`python benchmarks/scale.py` runs the real worker path (`Worker.run`: budget, claim lock, ask/tell, "
         "records, CSV, owner files, sweeps) for each storage at "
-        f"{sizes} (the default: the faster rate at fewer sizes, for time), each worker a thread with its "
-        f"own storage, {args.threads_per_process} threads per process. The objective suggests one "
+        f"{sizes} (the default: the faster rate at fewer sizes, for time), each worker a thread, "
+        f"{args.threads_per_process} threads per process, each worker with its own database connection "
+        "or proxy client; "
+        + (
+            "journal storages (file, Redis) one per process, shared by its threads (one replay of the "
+            "journal per process: see below). "
+            if not args.journal_per_worker
+            else "journal storages one per worker. "
+        )
+        + "The objective suggests one "
         "parameter and sleeps for the trial length, "
         "workers / rate, so the study runs at the rate of 2,000 workers with 10-minute trials "
         f"(3.3 trials/s) or ten times that; each worker runs {args.trials_per_worker} trials "
@@ -935,7 +959,12 @@ def render(results: list[dict[str, Any]], args: argparse.Namespace, total_s: flo
         "What the simulation changes. Every trial is equally long and all workers start together, so "
         "claims come in waves of all the workers at once, each wave a queue at the claim lock: the worst "
         "case, where a study whose trials vary in length spreads its claims out. The workers' own CPU "
-        "(each replays the journal, parses replies) is the benchmark's few cores, not one node each. "
+        "(each replays the journal, parses replies) is the benchmark's few cores, not one node each: "
+        "a thousand threads each replaying every journal entry would starve the thread that holds the "
+        "claim lock, which measures the benchmark machine, so the threads of a process share one "
+        "journal storage (Optuna's journal storage is made for threads: each is its own journal worker), "
+        "and the replay load that a study of separate nodes puts on its file system is in the capacity "
+        "model below. "
         "gRPC clients in one process share one TCP connection to the proxy, so the proxy sees a few "
         "connections, not one per worker. The proxy's own exit once every trial is finished is turned "
         "off (`--proxy-ends-itself` keeps it), as workers still queued at the claim lock then wait for a "
@@ -980,7 +1009,7 @@ def _notes(results: list[dict[str, Any]]) -> list[str]:
         if r.get("proxy_cpu_s") is not None and r["span_s"]:
             parts.append(f"the proxy {r['proxy_cpu_s'] / r['span_s']:.2f} cores")
         if r.get("journal_lock_wait_p99") is not None:
-            parts.append(f"Optuna's journal lock waited for p99 {_ms(r['journal_lock_wait_p99'])}")
+            parts.append(f"the journal's append lock waited for p99 {_ms(r['journal_lock_wait_p99'])}")
         if r.get("proxy_restarts"):
             parts.append(f"the proxy ended and was restarted {r['proxy_restarts']} times")
         if r.get("proxy_ends_itself"):
@@ -1027,23 +1056,17 @@ PROJECTED_TRIAL_S = 600.0
 REDIS_GETS_PER_S = 100_000
 
 
-def _claim_cost(storage: str, rows: list[dict[str, Any]], ran: list[dict[str, Any]]) -> tuple[float, float]:
+def _claim_cost(storage: str, rows: list[dict[str, Any]]) -> tuple[float, float]:
     """``(a, b)``: the claim lock is held about ``a + b x trials in the study`` seconds.
 
-    ``a``: the least claim lock hold time (p50) measured, the case where claims queued least and the
-    machine was least busy. ``b``: only through the proxy, whose every ask reads the whole study
-    from the database: the time such a read took per trial, measured after each case.
+    Through the proxy, ``a`` and ``b`` are fitted to the hold times (p50) measured at each study
+    size, since the proxy's reads of the study are what could grow with it. Elsewhere ``a`` is
+    the least p50 measured, the case where claims queued least and the machine was least busy.
     """
-    holds = [r["claim_hold_p50"] for r in rows if r["claim_hold_p50"]]
-    a = min(holds) if holds else 0.0
-    if storage != "proxy":
-        return a, 0.0
-    reads = [r["read_all_s"] / r["read_all_trials"] for r in ran if r.get("read_all_trials")]
-    if not reads:  # figures of a run without that measurement: fitted from the hold times
-        return _fit([(r["n_trials"] / 2, r["claim_hold_p50"]) for r in rows if r["claim_hold_p50"]])
-    b = statistics.median(reads)
-    smallest = min(rows, key=lambda r: r["n_trials"])
-    return max(0.0, (smallest["claim_hold_p50"] or 0.0) - b * smallest["n_trials"] / 2), b
+    points = [(r["n_trials"] / 2, r["claim_hold_p50"]) for r in rows if r["claim_hold_p50"]]
+    if storage == "proxy" and points:
+        return _fit(points)
+    return (min(y for _, y in points) if points else 0.0), 0.0
 
 
 def _fit(points: list[tuple[float, float]]) -> tuple[float, float]:
@@ -1070,10 +1093,10 @@ def capacity_model(results: list[dict[str, Any]]) -> str:
         "Every claim (budget check, ask, owner file) happens under the study's one claim lock, so a "
         "study starts at most 1 / (claim lock hold time) trials per second, however many workers it has; "
         "a worker that finds the lock busy waits. The hold time is the least p50 measured (where claims "
-        "queued least); through the proxy it grows with the study's size, by what reading every trial "
-        "from PostgreSQL takes (measured after each case), because through the proxy each "
-        "`study.ask` makes the proxy read every trial of the study from PostgreSQL (Optuna's "
-        "`GetTrials`, for the queue of waiting trials). With the journal file and Redis every worker "
+        "queued least); through the proxy it is fitted against the study's size, since each `study.ask` "
+        "makes the proxy read the study (Optuna's `GetTrials`, for the queue of waiting trials: from its "
+        "cache of finished trials, and from PostgreSQL for the new and unfinished ones). With the journal "
+        "file and Redis every worker "
         "reads every entry any worker writes, once: that load is workers x entries per trial x rate. "
         "Projected below for 10-minute trials (2,000 workers start 3.3 trials/s, 10,000 workers "
         "16.7 trials/s) and a study of 10 trials per worker, so 5 per worker in it on average.",
@@ -1094,7 +1117,7 @@ def capacity_model(results: list[dict[str, Any]]) -> str:
         cost = f"{calls:.0f} storage calls, {files:.0f} file ops"
         if entries > 0.5:
             cost += f", {entries:.1f} journal entries that every worker reads"
-        a, b = _claim_cost(storage, rows, ran)
+        a, b = _claim_cost(storage, rows)
         hold = f"{a * 1000:.0f} ms" + (f" + {b * 1e6:.2f} ms per 1,000 trials" if b > 0 else "")
         cells = []
         for workers in PROJECTED:
@@ -1161,8 +1184,8 @@ def _saturation(
     if waits:
         worst = max(waits, key=lambda r: r["journal_lock_wait_p99"])
         out.append(
-            "but Optuna's journal-file lock (a lock file each append creates, others polling it with a "
-            f"backoff of up to 1 s) is what queued: p99 wait {_ms(worst['journal_lock_wait_p99'])} at "
+            "the journal file's append lock (a POSIX record lock, held for one append and its fsync) "
+            f"queued for p99 {_ms(worst['journal_lock_wait_p99'])} at "
             f"{worst['case']['workers']} workers, {worst['case']['rate']:.1f} trials/s, where a wave of "
             f"{worst['case']['workers']} tells and claims came at once; the claim lock's holder waits for "
             "it too"
@@ -1182,14 +1205,14 @@ def _saturation(
                 + ", ".join(f"{w * entries * w / PROJECTED_TRIAL_S:,.0f} entries/s" for w in PROJECTED)
                 + " across the file system for "
                 + " and ".join(f"{w:,}" for w in PROJECTED)
-                + " workers; the writes (a lock file, an append and an fsync each) do not grow with workers"
+                + " workers; the writes (a lock, an append and an fsync each) do not grow with workers"
             )
     return "; ".join(out) + "." if out else ""
 
 
 #: Where a wave of claims and tells waits, by storage.
 QUEUES = {
-    "journal": "the claim lock and at Optuna's journal-file lock",
+    "journal": "the claim lock and at the journal file's append lock",
     "redis": "the claim lock and at the replay of the Redis journal (a GET per entry)",
     "proxy": "the claim lock, behind the proxy's reads of the whole study",
 }
@@ -1264,6 +1287,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--max-case-s", type=float, default=None, help="stop a case this long after its start (reported)"
     )
+    parser.add_argument(
+        "--journal-per-worker",
+        action="store_true",
+        help="each worker thread replays the journal itself (default: one replay per process)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the study folders (printed)")
     parser.add_argument("--smoke", action="store_true", help="a tiny run of every storage, for the tests")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
@@ -1332,7 +1360,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             try:
                 result = run_case(
-                    case, urls, root, args.threads_per_process, args.proxy_ends_itself, args.max_case_s
+                    case,
+                    urls,
+                    root,
+                    args.threads_per_process,
+                    args.proxy_ends_itself,
+                    args.max_case_s,
+                    shared_journal=not args.journal_per_worker,
                 )
             except Exception as err:
                 traceback.print_exc()
