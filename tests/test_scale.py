@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -88,6 +89,23 @@ def test_more_workers_than_the_database_allows_are_refused_before_anything_start
     assert not (tmp_path / "results" / "workers").exists()  # no worker started
     storage = open_storage(parse_storage(url, None, tmp_path, tmp_path))
     assert not study_exists(storage, yaml.safe_load(hyper.read_text())["optuna"]["name"])  # nor made
+
+
+def test_the_connection_check_counts_optimize_pys_own_connections_once(study_files):
+    # optimize.py has its storage open when it checks: those connections are its own two, not
+    # others' in use. Counted twice, 96 workers would not fit an idle stock PostgreSQL.
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as conn:
+        limit = int(conn.execute("SHOW max_connections").fetchone()[0])
+        query = "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+        others = conn.execute(query).fetchone()[0] - 1  # not this one
+    hyper, model = study_files(storage=service_url("postgresql"), n_trials=500)
+    proc = start_optimize(hyper, model, "--workers", "300")
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 2, out
+    found = re.search(r"allows (\d+) connections \((\d+) in use\): room for (\d+)", out)
+    assert found, out
+    assert (int(found[1]), int(found[2]), int(found[3])) == (limit, others, limit - others)
+    assert f"Start at most {limit - others - 2} workers" in " ".join(out.split())
 
 
 def test_the_proxy_needs_a_database(study_files):

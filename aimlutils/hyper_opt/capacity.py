@@ -29,8 +29,12 @@ class DatabaseRoom:
         return max(0, self.max_connections - self.reserved - self.in_use)
 
 
-def database_room(spec: StorageSpec) -> DatabaseRoom | None:
-    """The connection room of ``spec``'s server; ``None`` for storages without connections."""
+def database_room(spec: StorageSpec, held_here: int = 0) -> DatabaseRoom | None:
+    """The connection room of ``spec``'s server; ``None`` for storages without connections.
+
+    ``held_here``: connections this process holds open already (its own storage's pool), which
+    the server counts as in use but which are this process's, not others'.
+    """
     if spec.kind not in ("postgresql", "mysql"):
         return None
     import sqlalchemy
@@ -49,23 +53,26 @@ def database_room(spec: StorageSpec) -> DatabaseRoom | None:
                     ).scalar_one()
                 )
                 # This check's own connection closes before any worker starts.
-                return DatabaseRoom(limit, in_use - 1, 0 if is_super else reserved)
+                return DatabaseRoom(limit, in_use - 1 - held_here, 0 if is_super else reserved)
             limit = int(conn.exec_driver_sql("SELECT @@max_connections").scalar_one())
             in_use = int(
                 conn.exec_driver_sql("SELECT COUNT(*) FROM information_schema.processlist").scalar_one()
             )
-            return DatabaseRoom(limit, in_use - 1)
+            return DatabaseRoom(limit, in_use - 1 - held_here)
     finally:
         engine.dispose()
 
 
-def connection_problem(spec: StorageSpec, connections: int, proxy: bool, local: bool) -> str | None:
+def connection_problem(
+    spec: StorageSpec, connections: int, proxy: bool, local: bool, held_here: int = 0
+) -> str | None:
     """Why ``connections`` more database connections do not fit ``spec``'s server, or ``None``.
 
     ``connections`` is one per worker, or the proxy's pool with ``proxy``; ``local`` adds those
-    of ``optimize.py``, which stays to watch local workers.
+    of ``optimize.py``, which stays to watch local workers. ``held_here``: connections this
+    process has open already, not counted as others' (see :func:`database_room`).
     """
-    room = database_room(spec)
+    room = database_room(spec, held_here)
     if room is None:
         return None
     needed = connections + (OWN_CONNECTIONS if local else 0)

@@ -31,7 +31,7 @@ from optuna.storages.journal._storage import JournalOperation
 from aimlutils.hyper_opt.coordination.locks import FileLock
 from aimlutils.hyper_opt.coordination.records import RECORD_ATTR
 from aimlutils.hyper_opt.errors import ConfigError, Problem
-from aimlutils.hyper_opt.resilient import StorageUnavailable, resilient, with_retries
+from aimlutils.hyper_opt.resilient import ResilientStorage, StorageUnavailable, resilient, with_retries
 
 logger = logging.getLogger(__name__)
 
@@ -307,6 +307,21 @@ def _unreachable(spec: StorageSpec, cause: BaseException, advice: str) -> Config
     return ConfigError(
         [Problem("optuna.storage", f"{spec} does not answer ({redact(first_line)}); {advice}")]
     )
+
+
+def connections_held(storage: BaseStorage) -> int:
+    """The database connections ``storage`` holds open in this process now (0 without a database).
+
+    Example:
+        >>> import tempfile
+        >>> connections_held(JournalStorage(JournalFileBackend(tempfile.mkdtemp() + "/j.log")))
+        0
+    """
+    backend = storage.backend if isinstance(storage, ResilientStorage) else storage
+    engine = getattr(backend, "engine", None)
+    if engine is None:
+        return 0
+    return int(engine.pool.checkedin() + engine.pool.checkedout())
 
 
 def study_exists(storage: BaseStorage, name: str) -> bool:

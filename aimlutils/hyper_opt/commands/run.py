@@ -36,7 +36,7 @@ from aimlutils.hyper_opt.launchers import (
 )
 from aimlutils.hyper_opt.logs import configure_logging
 from aimlutils.hyper_opt.schedulers import SubmitError
-from aimlutils.hyper_opt.storage import open_for_command, study_exists
+from aimlutils.hyper_opt.storage import connections_held, open_for_command, study_exists
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,7 +170,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
     # A new study is refused before it is made; a reloaded one once its remaining trials are known.
     local = launcher is None
     new = not study_exists(storage, cfg.study_name)
-    if new and (problem := connection_problem(cfg, min(wanted, cfg.optuna.n_trials), local)):
+    if new and (problem := connection_problem(cfg, storage, min(wanted, cfg.optuna.n_trials), local)):
         say(console, problem)
         return CONFIG_ERROR_EXIT_CODE
     try:
@@ -189,17 +189,24 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if args.debug:
         return debug_one_trial(cfg, console)
     the_plan = plan(cfg, study, launcher, wanted)
-    if not new and the_plan.n_workers and (problem := connection_problem(cfg, the_plan.n_workers, local)):
+    workers = the_plan.n_workers
+    if not new and workers and (problem := connection_problem(cfg, storage, workers, local)):
         say(console, problem)
         return CONFIG_ERROR_EXIT_CODE
     return execute(cfg, study, storage, the_plan, launcher, reloaded, console)
 
 
-def connection_problem(cfg: RunConfig, n_workers: int, local: bool) -> str | None:
-    """Why the database cannot take the workers (or the proxy), or ``None`` when it can."""
+def connection_problem(
+    cfg: RunConfig, storage: optuna.storages.BaseStorage, n_workers: int, local: bool
+) -> str | None:
+    """Why the database cannot take the workers (or the proxy), or ``None`` when it can.
+
+    ``storage`` is optimize.py's own: its open connections are its share, not others' in use.
+    """
     proxy = cfg.optuna.proxy_section
     connections = proxy.connections if proxy is not None else n_workers
-    return capacity.connection_problem(cfg.storage, connections, proxy is not None, local)
+    held = connections_held(storage)
+    return capacity.connection_problem(cfg.storage, connections, proxy is not None, local, held)
 
 
 def execute(
