@@ -84,3 +84,38 @@ def test_scale_smoke_run_writes_a_well_formed_section_and_keeps_the_others(tmp_p
             assert 0 < r["connections_max"] <= r["case"]["workers"], where
         if where == "proxy":  # the proxy's pool only
             assert 0 < r["connections_max"] <= 4, where
+
+
+def _table_after(text: str, heading: str) -> list[list[str]]:
+    """The cells of the first table after ``heading`` (its header and separator left out)."""
+    block = text.split(heading, 1)[1].split("\n\n|", 1)[1].split("\n\n", 1)[0]
+    lines = ("|" + block).splitlines()[2:]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+
+
+def test_overhead_smoke_run_measures_both_sides_and_keeps_the_worker_free_of_rich(tmp_path):
+    output = tmp_path / "benchmarks.md"
+    output.write_text("# Benchmarks\n\n<!-- begin other -->\n## Other\nkept\n<!-- end other -->\n")
+    argv = [sys.executable, str(ROOT / "benchmarks" / "overhead.py"), "--output", str(output)]
+    argv += ["--trials", "40", "--from", "10", "--repeats", "1", "--startup-repeats", "1"]
+    argv += ["--import-repeats", "1"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    text = output.read_text()
+    assert "<!-- begin other -->\n## Other\nkept\n<!-- end other -->" in text
+    section = text.split("<!-- begin overhead -->", 1)[1].split("<!-- end overhead -->", 1)[0]
+    per_trial = _table_after(section, "## Worker overhead")
+    assert [row[0] for row in per_trial] == ["journal file", "sqlite"]
+    for row in per_trial:  # plain ms, worker ms, their ratio
+        plain, ours, ratio = float(row[2]), float(row[3]), float(row[4].strip("*"))
+        assert plain > 0 and ours > 0 and abs(ratio - ours / plain) < 0.01 + 0.01 * ratio, row
+    (startup,) = _table_after(section, "### Start-up")
+    plain_s, optimize_s, difference = float(startup[0]), float(startup[1]), float(startup[2].strip("* s"))
+    assert plain_s > 0 and optimize_s > 0 and abs(difference - (optimize_s - plain_s)) < 0.02
+    imports = {row[0]: row for row in _table_after(section, "What each command imports")}
+    worker = imports["worker (python -m aimlutils.hyper_opt.worker)"]
+    # What a worker must never load: the terminal's and the report's libraries.
+    assert {"rich", "pandas", "matplotlib"} <= set(worker[3].split(", ")), worker
+    assert "pydantic" not in imports["plain Optuna script"][2], imports
