@@ -1,4 +1,5 @@
-"""The benchmarks still run: ``benchmarks/scale.py --smoke`` on every storage, its section well formed.
+"""The benchmarks still run: smoke runs of ``benchmarks/scale.py`` (every storage) and
+``benchmarks/overhead.py``, their sections well formed.
 
 Not a timed test: the figures of a smoke run on a busy machine say nothing; only their shape and
 the study's end (every trial finished, no worker crashed) are checked.
@@ -10,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -46,22 +48,27 @@ def _empty_redis_db() -> str:
     pytest.skip("no empty Redis database among 12 to 15")
 
 
-def test_scale_smoke_run_writes_a_well_formed_section_and_keeps_the_others(tmp_path):
-    storages = [kind for kind, service in SERVICES.items() if _available(service)]
-    output, figures = tmp_path / "benchmarks.md", tmp_path / "scale.json"
+def _run_benchmark(name: str, args: list[str], tmp_path: Path, timeout_s: float) -> str:
+    """Run ``benchmarks/<name>.py`` into a docs file that holds another section; its own section,
+    once the other is checked to be kept."""
+    output = tmp_path / "benchmarks.md"
     output.write_text("# Benchmarks\n\n<!-- begin other -->\n## Other\nkept\n<!-- end other -->\n")
-    argv = [sys.executable, str(ROOT / "benchmarks" / "scale.py"), "--smoke"]
-    argv += ["--storages", ",".join(storages)]
-    argv += ["--output", str(output), "--json", str(figures)]
-    if "redis" in storages:
-        argv += ["--redis", _empty_redis_db()]
+    argv = [sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), "--output", str(output), *args]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=240, env=env, cwd=tmp_path)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, env=env, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-
     text = output.read_text()
     assert "<!-- begin other -->\n## Other\nkept\n<!-- end other -->" in text
-    section = text.split("<!-- begin scale -->", 1)[1].split("<!-- end scale -->", 1)[0]
+    return text.split(f"<!-- begin {name} -->", 1)[1].split(f"<!-- end {name} -->", 1)[0]
+
+
+def test_scale_smoke_run_writes_a_well_formed_section_and_keeps_the_others(tmp_path):
+    storages = [kind for kind, service in SERVICES.items() if _available(service)]
+    figures = tmp_path / "scale.json"
+    args = ["--smoke", "--storages", ",".join(storages), "--json", str(figures)]
+    if "redis" in storages:
+        args += ["--redis", _empty_redis_db()]
+    section = _run_benchmark("scale", args, tmp_path, timeout_s=240)
     assert "## Scale" in section and "### Capacity model" in section
     measured = section.split("| storage |", 1)[1].split("\n\n", 1)[0]  # the first table
     rows = ["| storage |" + line if i == 0 else line for i, line in enumerate(measured.splitlines())]
@@ -84,3 +91,29 @@ def test_scale_smoke_run_writes_a_well_formed_section_and_keeps_the_others(tmp_p
             assert 0 < r["connections_max"] <= r["case"]["workers"], where
         if where == "proxy":  # the proxy's pool only
             assert 0 < r["connections_max"] <= 4, where
+
+
+def _table_after(text: str, heading: str) -> list[list[str]]:
+    """The cells of the first table after ``heading`` (its header and separator left out)."""
+    block = text.split(heading, 1)[1].split("\n\n|", 1)[1].split("\n\n", 1)[0]
+    lines = ("|" + block).splitlines()[2:]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+
+
+def test_overhead_smoke_run_measures_both_sides_and_keeps_the_worker_free_of_rich(tmp_path):
+    args = ["--trials", "40", "--sqlite-trials", "30", "--from", "10", "--repeats", "1"]
+    args += ["--startup-repeats", "1", "--import-repeats", "1"]
+    section = _run_benchmark("overhead", args, tmp_path, timeout_s=120)
+    per_trial = _table_after(section, "## Worker overhead")
+    assert [row[0] for row in per_trial] == ["journal file", "sqlite"]
+    for row in per_trial:  # plain ms, worker ms, their ratio
+        plain, ours, ratio = float(row[2]), float(row[3]), float(row[4].strip("*"))
+        assert plain > 0 and ours > 0 and abs(ratio - ours / plain) < 0.01 + 0.01 * ratio, row
+    (startup,) = _table_after(section, "### Start-up")
+    plain_s, optimize_s, difference = float(startup[0]), float(startup[1]), float(startup[2].strip("* s"))
+    assert plain_s > 0 and optimize_s > 0 and abs(difference - (optimize_s - plain_s)) < 0.02
+    imports = {row[0]: row for row in _table_after(section, "What each command imports")}
+    worker = imports["worker (python -m aimlutils.hyper_opt.worker)"]
+    # What a worker must never load: the terminal's and the report's libraries.
+    assert {"rich", "pandas", "matplotlib"} <= set(worker[3].split(", ")), worker
+    assert "pydantic" not in imports["plain Optuna script"][2], imports

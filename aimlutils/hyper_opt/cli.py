@@ -12,21 +12,26 @@ optimize.py dashboard hyper.yml [model.yml] [--port P]
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-import optuna
-from rich.console import Console
-
-from aimlutils.hyper_opt.commands import dashboard, report, rerun
-from aimlutils.hyper_opt.commands.common import say
-from aimlutils.hyper_opt.commands.run import run
-from aimlutils.hyper_opt.commands.status import cancel, status
-from aimlutils.hyper_opt.config import ConfigError
+from aimlutils.hyper_opt.errors import ConfigError
 from aimlutils.hyper_opt.resilient import StorageUnavailable
 from aimlutils.hyper_opt.search_space import sweeper_keys
 
-Command = Callable[[argparse.Namespace, Console], int]
+if TYPE_CHECKING:
+    from rich.console import Console
+
+Command = Callable[[argparse.Namespace, "Console"], int]
+
+
+def _load(target: str) -> Any:
+    """``module:name`` of :mod:`aimlutils.hyper_opt.commands`, imported now: each command loads
+    only what it needs (a run does not load the report's tables, nor the dashboard's server)."""
+    module, name = target.split(":")
+    return getattr(importlib.import_module(f"aimlutils.hyper_opt.commands.{module}"), name)
 
 
 def _run_parser() -> argparse.ArgumentParser:
@@ -80,34 +85,35 @@ def _study_parser(name: str, help_text: str) -> argparse.ArgumentParser:
     return parser
 
 
-_COMMANDS: dict[str, tuple[str, Command]] = {
-    "status": ("Trials by state, the best so far, running trials and the queue state of the jobs.", status),
-    "cancel": ("Cancel the study's jobs and mark the trials they ran FAIL.", cancel),
+# Each command as ``module:function`` of aimlutils.hyper_opt.commands, imported when chosen.
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "status": (
+        "Trials by state, the best so far, running trials and the queue state of the jobs.",
+        "status:status",
+    ),
+    "cancel": ("Cancel the study's jobs and mark the trials they ran FAIL.", "status:cancel"),
     "report": (
         "Summary, best trial(s) and top k in the terminal; best.yml, trials.csv and plots in "
         "save_path/report/.",
-        report.report,
+        "report:report",
     ),
-    "dashboard": ("Serve optuna-dashboard for the study on 127.0.0.1.", dashboard.dashboard),
-    "rerun": ("Train trial N again here; print its value next to the stored one.", rerun.rerun),
+    "dashboard": ("Serve optuna-dashboard for the study on 127.0.0.1.", "dashboard:dashboard"),
+    "rerun": ("Train trial N again here; print its value next to the stored one.", "rerun:rerun"),
 }
 # Commands whose parser is their own (not hyper.yml and an optional model.yml).
-_PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {"rerun": rerun.parser}
+_PARSERS: dict[str, str] = {"rerun": "rerun:parser"}
 
 # Commands with options beside hyper and model.
-_OPTIONS: dict[str, Callable[[argparse.ArgumentParser], None]] = {
-    "report": report.add_arguments,
-    "dashboard": dashboard.add_arguments,
-}
+_OPTIONS: dict[str, str] = {"report": "report:add_arguments", "dashboard": "dashboard:add_arguments"}
 
 
 def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, Command]:
     if argv and argv[0] in _COMMANDS:
         help_text, command = _COMMANDS[argv[0]]
-        parser = _PARSERS[argv[0]]() if argv[0] in _PARSERS else _study_parser(argv[0], help_text)
+        parser = _load(_PARSERS[argv[0]])() if argv[0] in _PARSERS else _study_parser(argv[0], help_text)
         if argv[0] in _OPTIONS:
-            _OPTIONS[argv[0]](parser)
-        return parser.parse_args(argv[1:]), command
+            _load(_OPTIONS[argv[0]])(parser)
+        return parser.parse_args(argv[1:]), _load(command)
     parser = _run_parser()
     args = parser.parse_intermixed_args(argv)  # -m may follow the overrides, as in Hydra
     if args.workers is not None and args.workers < 1:
@@ -120,11 +126,16 @@ def parse_args(argv: Sequence[str]) -> tuple[argparse.Namespace, Command]:
             )
         args.workers = n_jobs
     args.no_effect = sweeper_keys.no_effect(args.overrides) + (["-m"] if args.multirun else [])
-    return args, run
+    return args, _load("run:run")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args, command = parse_args(sys.argv[1:] if argv is None else argv)
+    import optuna
+    from rich.console import Console
+
+    from aimlutils.hyper_opt.commands.common import say
+
     console = Console(soft_wrap=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if getattr(args, "no_effect", None):

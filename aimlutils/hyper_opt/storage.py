@@ -20,6 +20,7 @@ from optuna.storages import (
     RetryHeartbeatStaleTrialCallback,
     get_storage,
 )
+from optuna.storages._rdb import models
 from optuna.storages.journal import (
     BaseJournalBackend,
     JournalFileBackend,
@@ -27,6 +28,7 @@ from optuna.storages.journal import (
 )
 from optuna.storages.journal._file import BaseJournalFileLock
 from optuna.storages.journal._storage import JournalOperation
+from optuna.trial import TrialState
 
 from aimlutils.hyper_opt.coordination.locks import FileLock
 from aimlutils.hyper_opt.coordination.records import RECORD_ATTR
@@ -202,6 +204,46 @@ class _RecordWithNextWrite(BaseJournalBackend):
         self._held = []
 
 
+class _RecordWithTell(RDBStorage):
+    """An RDB storage that stores a trial's record in the transaction of the trial's tell.
+
+    What :class:`_RecordWithNextWrite` does for the journal file: each commit costs a round trip,
+    and on SQLite an fsync; held back until the tell, the record makes no commit of its own, so a
+    trial commits as often as in plain Optuna (plus its heartbeat). A worker that dies in between
+    loses the record with the tell, and the trial is recovered as any that was RUNNING.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._held: dict[int, Any] = {}
+
+    def set_trial_user_attr(self, trial_id: int, key: str, value: Any) -> None:
+        if key != RECORD_ATTR:
+            super().set_trial_user_attr(trial_id, key, value)
+            return
+        self._held[trial_id] = value
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Any = None) -> bool:
+        record = self._held.get(trial_id)
+        if record is None or not state.is_finished():
+            return super().set_trial_state_values(trial_id, state, values)
+        # Staged in this thread's session, which the tell below takes up and commits (or rolls
+        # back) with its own changes; Optuna's own helper, so the upsert is the one it would make.
+        session = self.scoped_session()
+        try:
+            self._set_trial_attr_without_commit(
+                session, models.TrialUserAttributeModel, trial_id, RECORD_ATTR, record
+            )
+        except BaseException:
+            session.rollback()
+            session.close()
+            raise
+        told = super().set_trial_state_values(trial_id, state, values)
+        # Kept until written: a tell that fails (an outage) is tried again with the record in it.
+        self._held.pop(trial_id, None)
+        return told
+
+
 def open_storage(
     spec: StorageSpec,
     retries: int = 1,
@@ -270,7 +312,7 @@ def _open(spec: StorageSpec, retries: int, connections: int, name: str) -> BaseS
     if spec.kind == "sqlite":
         Path(spec.location.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
-    return RDBStorage(
+    return _RecordWithTell(
         spec.location,
         engine_kwargs=engine_kwargs,
         # Optuna's schema check nests a second connection, which one connection cannot give;

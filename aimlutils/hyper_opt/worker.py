@@ -24,6 +24,7 @@ from typing import Any
 import optuna
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enabled
+from optuna.study._tell import _tell_with_warning
 from optuna.trial import FrozenTrial, TrialState
 
 from aimlutils.hyper_opt import study as study_lib
@@ -176,7 +177,7 @@ class Worker:
                 values = self.objective(trial)
         except optuna.TrialPruned:
             write_record(trial, worker=self.identity, repro=self.objective.repro_fields(trial))
-            frozen = self.study.tell(trial, state=TrialState.PRUNED)
+            frozen = self._told(trial, state=TrialState.PRUNED)
         except KeyboardInterrupt as err:
             # Stopped, not wrong: its parameters get another run, which continues it. Queued
             # before the trial is failed, since the scheduler may SIGKILL this process any moment.
@@ -200,16 +201,27 @@ class Worker:
     @contextlib.contextmanager
     def _heartbeat(self, trial: optuna.Trial) -> Iterator[None]:
         """Optuna's own heartbeat thread for RDB storages, as ``study.optimize`` starts it."""
-        with get_heartbeat_thread(self._trial_id(trial.number), self.storage):
+        with get_heartbeat_thread(trial._trial_id, self.storage):
             yield
 
     def _tell(self, trial: optuna.Trial, values: float | Sequence[float]) -> FrozenTrial:
         if self.budget.target is None:
-            return self.study.tell(trial, values)
+            return self._told(trial, values)
         # Under the claim lock, so no worker checks the budget between this value being stored
         # and being counted: once it reaches the target, no trial starts after it.
         with self.claim_lock:
-            return self.study.tell(trial, values)
+            return self._told(trial, values)
+
+    def _told(
+        self,
+        trial: optuna.Trial,
+        values: float | Sequence[float] | None = None,
+        state: TrialState | None = None,
+    ) -> FrozenTrial:
+        """``study.tell`` as ``study.optimize`` does it: without a deep copy of the finished trial
+        (its record included), which cost a cheap trial a tenth of its time; the row only reads it."""
+        _tell_with_warning(self.study, trial, values, state)
+        return self.storage.get_trial(trial._trial_id)
 
     def _fail(self, trial: optuna.Trial, reason: str) -> None:
         repro = self.objective.repro_fields(trial)

@@ -25,9 +25,14 @@ class StudyTurn:
 
     def __init__(self, path: Path) -> None:
         self.lock = FileLock(path)
+        # The latest turn this caller saw taken: turns only move forward, so until interval_s
+        # after it the answer is no without a look at the file (a worker asks before each trial).
+        self._last_seen = 0.0
 
     def take(self, interval_s: float) -> bool:
         """``True`` when no one took the turn in the last ``interval_s`` seconds (it is now yours)."""
+        if time.time() - self._last_seen < interval_s:
+            return False
         if not self.lock.acquire(blocking=False):
             return False  # someone is taking it right now
         try:
@@ -37,11 +42,13 @@ class StudyTurn:
                 except ValueError:
                     last = 0.0
                 now = time.time()
+                self._last_seen = max(self._last_seen, last)
                 if now - last < interval_s:
                     return False
                 fh.seek(0)
                 fh.truncate()
                 fh.write(repr(now))
+                self._last_seen = now
                 return True
         finally:
             self.lock.release()
