@@ -20,7 +20,6 @@ from optuna.storages import (
     RetryHeartbeatStaleTrialCallback,
     get_storage,
 )
-from optuna.storages._rdb import models
 from optuna.storages.journal import (
     BaseJournalBackend,
     JournalFileBackend,
@@ -227,6 +226,9 @@ class _RecordWithTell(RDBStorage):
         record = self._held.get(trial_id)
         if record is None or not state.is_finished():
             return super().set_trial_state_values(trial_id, state, values)
+        # Here, not at the top: the models load SQLAlchemy, which a journal-file study never needs.
+        from optuna.storages._rdb import models
+
         # Staged in this thread's session, which the tell below takes up and commits (or rolls
         # back) with its own changes; Optuna's own helper, so the upsert is the one it would make.
         session = self.scoped_session()
