@@ -72,10 +72,12 @@ def job_ids(cfg: RunConfig) -> list[str]:
 
 
 def queued(ids: list[str]) -> list[str]:
-    out = subprocess.run(
-        ["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True, check=True
-    ).stdout
-    return [j for j in out.split() if j.split("_")[0] in ids]
+    """Which of ``ids`` are in the queue; all of them while slurmctld does not answer (on a loaded
+    machine it may time out now and then), so that a wait goes on."""
+    proc = subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        return list(ids)
+    return [j for j in proc.stdout.split() if j.split("_")[0] in ids]
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -184,10 +186,12 @@ def test_scancel_and_kill_9_mid_trial_lose_nothing(study_files, held, storage):
     assert csv_count(cfg) == len(finished(study))
 
 
-def test_time_limit_ends_jobs_cleanly_and_an_interrupted_trial_reruns(study_files, tmp_path_factory):
-    # A: 20 s trials in a 1-minute job: workers stop starting trials that would not finish.
-    hyper_a, model_a = study_files(test={"sleep": 10, "steps": 2}, n_trials=5, sections=slurm(1, 1, t="1"))
-    # B: a trial longer than the job: killed at the limit, failed, queued again, then re-run.
+def test_jobs_whose_time_is_up_requeue_themselves_until_the_study_is_done(study_files, tmp_path_factory):
+    # A: 20 s trials in a 1-minute job: workers stop starting trials that would not finish, and
+    # the job, leaving before its limit, puts itself back in the queue for the rest.
+    hyper_a, model_a = study_files(test={"sleep": 10, "steps": 2}, n_trials=3, sections=slurm(1, 1, t="1"))
+    # B: a trial longer than the job: killed at the limit, failed, queued again; the job puts
+    # itself back in the queue (its SIGTERM came from the limit), and the re-run finishes it.
     other = tmp_path_factory.mktemp("b")
     (other / "objective.py").write_text((hyper_a.parent / "objective.py").read_text())
     data = yaml.safe_load(hyper_a.read_text())
@@ -202,27 +206,28 @@ def test_time_limit_ends_jobs_cleanly_and_an_interrupted_trial_reruns(study_file
     assert run(hyper_a, model_a).returncode == 0
     assert run(hyper_b, model_b).returncode == 0
     cfg_a, cfg_b = config(hyper_a, model_a), config(hyper_b, model_b)
-    study_a, study_b = finish(cfg_a, 150), finish(cfg_b, 150)
+    study_a, study_b = finish(cfg_a, 400), finish(cfg_b, 400)
 
-    c = counts(study_a)
-    assert c.get("RUNNING", 0) == 0 and c.get("FAIL", 0) == 0 and 1 <= c["COMPLETE"] < 5
-    state_a = _job_state(job_ids(cfg_a)[0])
-    assert state_a == "COMPLETED", state_a  # it left before its limit, with exit code 0
+    assert counts(study_a) == {"COMPLETE": 3}  # no trial was cut short
+    (job_a,) = job_ids(cfg_a)
+    assert _job_state(job_a) == "COMPLETED" and int(_job_field(job_a, "Restarts")) >= 1
 
-    assert _job_state(job_ids(cfg_b)[0]) == "TIMEOUT"
+    (job_b,) = job_ids(cfg_b)
+    assert _job_state(job_b) == "COMPLETED" and int(_job_field(job_b, "Restarts")) >= 1
     (interrupted,) = [t for t in study_b.trials if t.state == TrialState.FAIL]
     assert interrupted.user_attrs["record"]["fail_reason"].startswith("interrupted")
-    assert "RUNNING" not in counts(study_b)
-    proc = run(hyper_b, model_b, "--reload")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    study_b = finish(cfg_b)
-    assert done(study_b) == 2
+    assert done(study_b) == 2 and "RUNNING" not in counts(study_b)
     assert_interrupted_trials_were_rerun(study_b)
 
 
 def _job_state(job_id: str) -> str:
+    return _job_field(job_id, "JobState")
+
+
+def _job_field(job_id: str, name: str) -> str:
+    """A field of ``scontrol show job`` ("gone" once the job left slurmctld's memory)."""
     out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
-    return next((f.split("=", 1)[1] for f in out.split() if f.startswith("JobState=")), "gone")
+    return next((f.split("=", 1)[1] for f in out.split() if f.startswith(f"{name}=")), "gone")
 
 
 def test_status_cancel_and_reload_after_all_jobs_were_cancelled(study_files):
