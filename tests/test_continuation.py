@@ -216,6 +216,11 @@ def test_a_keras_checkpoint_restores_weights_optimizer_and_epoch_and_leaves_on_r
             x, y, epochs=10, initial_epoch=3, batch_size=16, verbose=0, callbacks=[KerasCheckpoint(tmp_path)]
         )
     assert [p.name for p in tmp_path.iterdir()] == ["epoch-00003.weights.h5"]  # saved, then left
+    # After the last epoch the trial is done: saved, and no stop that would need a run to finish it.
+    again.fit(
+        x, y, epochs=5, initial_epoch=4, batch_size=16, verbose=0, callbacks=[KerasCheckpoint(tmp_path)]
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["epoch-00004.weights.h5"]
 
 
 # A command objective: {checkpoint}, and the warning passed on to the command.
