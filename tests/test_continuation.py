@@ -411,6 +411,8 @@ def test_a_worker_asks_for_its_job_to_run_again_only_in_a_job_and_after_progress
     assert left_code(worker) == 0  # a local run: nothing to requeue
     worker.identity["job_id"] = "12_3"
     assert left_code(worker) == LEFT_FOR_LATER_EXIT_CODE
+    worker.study.optimize(lambda trial: 1.0, n_trials=1)  # the study's last trial
+    assert left_code(worker) == 0  # done: a run more would find nothing to do
 
 
 # The examples: Ctrl-C, then --reload, and the stopped trial goes on from its last epoch.

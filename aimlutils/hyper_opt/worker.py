@@ -332,12 +332,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def left_code(worker: Worker | None) -> int:
-    """The exit code of a worker that left before its study was done: in a batch job, having made
-    progress, :data:`LEFT_FOR_LATER_EXIT_CODE` (its job may run again to go on); else 0. A job
-    whose workers make no progress (an epoch longer than the job) is not run again and again."""
-    if worker is not None and worker.progressed and worker.identity.get("job_id"):
-        return LEFT_FOR_LATER_EXIT_CODE
-    return 0
+    """The exit code of a worker that left early: in a batch job, having made progress, with its
+    study not done, :data:`LEFT_FOR_LATER_EXIT_CODE` (its job may run again to go on); else 0. A
+    job whose workers make no progress (an epoch longer than the job) is not run again and again,
+    nor one whose study was done meanwhile (its last trial ended as its time ran out)."""
+    if worker is None or not worker.progressed or not worker.identity.get("job_id"):
+        return 0
+    try:
+        done = worker.budget.check() is Room.DONE
+    except Exception as err:  # any storage error: better a run that finds nothing to do than none
+        logger.warning("could not tell whether the study is done (%s); asking for another run", err)
+        done = False
+    return 0 if done else LEFT_FOR_LATER_EXIT_CODE
 
 
 if __name__ == "__main__":
