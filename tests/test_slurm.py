@@ -17,7 +17,6 @@ from typing import Any
 
 import optuna
 import pytest
-import yaml
 from optuna.trial import TrialState
 
 from aimlutils.hyper_opt.config import RunConfig, load_config
@@ -184,44 +183,6 @@ def test_scancel_and_kill_9_mid_trial_lose_nothing(study_files, held, storage):
     assert "ended during the trial" in reasons[victim_number]
     assert any(r.startswith("interrupted") for r in reasons.values()), reasons
     assert csv_count(cfg) == len(finished(study))
-
-
-def test_jobs_whose_time_is_up_requeue_themselves_until_the_study_is_done(study_files, tmp_path_factory):
-    # A: 20 s trials in a 1-minute job: workers stop starting trials that would not finish, and
-    # the job, leaving before its limit, puts itself back in the queue for the rest.
-    hyper_a, model_a = study_files(test={"sleep": 10, "steps": 2}, n_trials=3, sections=slurm(1, 1, t="1"))
-    # B: a trial longer than the job: killed at the limit, failed, queued again; the job puts
-    # itself back in the queue (its SIGTERM came from the limit), and the re-run finishes it.
-    other = tmp_path_factory.mktemp("b")
-    (other / "objective.py").write_text((hyper_a.parent / "objective.py").read_text())
-    data = yaml.safe_load(hyper_a.read_text())
-    data["optuna"].update(name="time-limit-b", n_trials=2, save_path=str(other / "results"))
-    data["optuna"]["objective"] = str(other / "objective.py")
-    data["log"] = {"save_path": str(other / "results/log.txt")}
-    hyper_b, model_b = other / "hyper.yml", other / "model.yml"
-    hyper_b.write_text(yaml.safe_dump(data, sort_keys=False))
-    # 200 s: Slurm enforces a time limit up to about a minute late, so a shorter trial may finish.
-    test_b = {"sleep": 20, "steps": 10, "fast_trials": 1, "fast_retries": True}
-    model_b.write_text(yaml.safe_dump({**yaml.safe_load(model_a.read_text()), "test": test_b}))
-    assert run(hyper_a, model_a).returncode == 0
-    assert run(hyper_b, model_b).returncode == 0
-    cfg_a, cfg_b = config(hyper_a, model_a), config(hyper_b, model_b)
-    study_a, study_b = finish(cfg_a, 400), finish(cfg_b, 400)
-
-    assert counts(study_a) == {"COMPLETE": 3}  # no trial was cut short
-    (job_a,) = job_ids(cfg_a)
-    assert _job_state(job_a) == "COMPLETED" and int(_job_field(job_a, "Restarts")) >= 1
-
-    (job_b,) = job_ids(cfg_b)
-    assert _job_state(job_b) == "COMPLETED" and int(_job_field(job_b, "Restarts")) >= 1
-    (interrupted,) = [t for t in study_b.trials if t.state == TrialState.FAIL]
-    assert interrupted.user_attrs["record"]["fail_reason"].startswith("interrupted")
-    assert done(study_b) == 2 and "RUNNING" not in counts(study_b)
-    assert_interrupted_trials_were_rerun(study_b)
-
-
-def _job_state(job_id: str) -> str:
-    return _job_field(job_id, "JobState")
 
 
 def _job_field(job_id: str, name: str) -> str:

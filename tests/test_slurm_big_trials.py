@@ -20,14 +20,19 @@ from aimlutils.hyper_opt.config import RunConfig
 from aimlutils.hyper_opt.coordination import origin_of
 from aimlutils.hyper_opt.report._curves import curves
 from tests.conftest import MODEL, cluster, hyper_config, needs_module
+from tests.conftest import OBJECTIVE as PLAIN_OBJECTIVE
 from tests.test_slurm import (  # noqa: F401 - cancel_leftover_jobs is a fixture, used by pytestmark
     _job_field,
+    assert_interrupted_trials_were_rerun,
     cancel_leftover_jobs,
     command,
     config,
     counts,
+    done,
     finish,
     job_ids,
+    queued,
+    study_of,
     wait_for,
 )
 
@@ -35,7 +40,9 @@ pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster", "cance
 
 # Writes down what each trial saw, as JSON lines in test.log_dir: spans.jsonl (where and when it
 # ran, on which GPUs) and epochs.jsonl (each epoch started and finished, by chain of continued
-# trials); after epoch k of a chain it touches <chain>-epoch<k>, the tests' event to act on.
+# trials); after epoch k of a chain it touches <chain>-epoch<k>, the tests' event to act on. With
+# hold_at: k, a trial waits after saving epoch k until the file `release` appears: the test stops it
+# there, mid-trial, whatever the machine's load.
 OBJECTIVE = textwrap.dedent(
     """
     import json, os, socket, time
@@ -95,6 +102,8 @@ OBJECTIVE = textwrap.dedent(
                 checkpoint.save(epoch)
                 note(log / "epochs.jsonl", chain=chain, trial=trial.number, epoch=epoch, event="end")
                 (log / f"{chain}-epoch{epoch}").touch()
+                while epoch == test.get("hold_at") and not (log / "release").exists():
+                    time.sleep(0.1)
                 if epoch + 1 < test["epochs"]:  # after the last one the trial is done, not stopped
                     self.stop_if_requested()
             # From the model, which a continued trial restored even when no epoch was left.
@@ -107,16 +116,21 @@ OBJECTIVE = textwrap.dedent(
 
 
 def study(
-    tmp_path: Path, test: dict[str, Any], slurm: dict[str, Any], **optuna_section: Any
+    folder: Path,
+    test: dict[str, Any],
+    slurm: dict[str, Any],
+    objective_text: str = OBJECTIVE,
+    **optuna_section: Any,
 ) -> tuple[Path, Path, Path]:
-    """hyper.yml, model.yml and the log folder of a study of :data:`OBJECTIVE`."""
-    log = tmp_path / "log"
-    log.mkdir()
-    objective = tmp_path / "objective.py"
-    objective.write_text(OBJECTIVE)
-    data = hyper_config(tmp_path / "results", objective, pruner={"type": "NopPruner"}, **optuna_section)
+    """hyper.yml, model.yml and the log folder of a study in ``folder`` of :data:`OBJECTIVE` (or
+    of ``objective_text``, given ``test.log_dir`` too)."""
+    log = folder / "log"
+    log.mkdir(parents=True)
+    objective = folder / "objective.py"
+    objective.write_text(objective_text)
+    data = hyper_config(folder / "results", objective, pruner={"type": "NopPruner"}, **optuna_section)
     data["slurm"] = slurm
-    hyper, model = tmp_path / "hyper.yml", tmp_path / "model.yml"
+    hyper, model = folder / "hyper.yml", folder / "model.yml"
     hyper.write_text(yaml.safe_dump(data, sort_keys=False))
     model.write_text(yaml.safe_dump(dict(MODEL, test={**test, "log_dir": str(log)}), sort_keys=False))
     return hyper, model, log
@@ -153,10 +167,7 @@ def test_two_jobs_of_four_gpus_run_four_workers_of_two_gpus_that_never_share_one
     for a, b in itertools.combinations(spans, 2):
         if a["start"] < b["end"] and b["start"] < a["end"]:  # they ran at the same time
             overlapping += 1
-            shared = {(a["node"], g) for g in a["gpus"].split(",")} & {
-                (b["node"], g) for g in b["gpus"].split(",")
-            }
-            assert not shared, (a, b)
+            assert not _node_gpus(a) & _node_gpus(b), (a, b)
     assert overlapping >= 6  # the first 4 trials ran together: every pair of them overlaps
 
 
@@ -191,29 +202,73 @@ def check_chains(study_: optuna.Study, log: Path, epochs: int = 8) -> dict[int, 
     return chains
 
 
-def test_torch_trials_of_two_minutes_finish_across_one_minute_jobs_by_themselves(tmp_path):
-    """8 epochs of 15 s in jobs with a 1-minute limit: each job gets the warning, its trials save
-    and leave, and it puts itself back in the queue; the study ends at n_trials with no reload."""
+def test_jobs_whose_time_is_up_requeue_themselves_until_their_studies_are_done(tmp_path):
+    """Three studies at once in jobs with a 1-minute limit, each done with no reload.
+
+    torch: 8 epochs of 15 s; each job gets the warning, its trials save and leave, and it puts
+    itself back in the queue. between: trials of 20 s; a worker starts no trial that would not
+    finish, and its job, leaving before its limit, puts itself back in the queue. cut: a trial of
+    200 s that ignores the warning; killed at the limit, failed and queued again; the job puts
+    itself back in the queue (its SIGTERM came from the limit), and the re-run finishes it.
+    """
     needs_module("torch")
-    slurm = {"jobs": 2, "batch": {"t": "1"}}
-    hyper, model, log = study(tmp_path, {"epochs": 8, "epoch_s": 15}, slurm, n_trials=2)
-    cfg = submit(hyper, model)
-    study_ = finish(cfg, 900)
+    one_minute = {"jobs": 1, "batch": {"t": "1"}}
+    torch_files = study(
+        tmp_path / "torch", {"epochs": 8, "epoch_s": 15}, {**one_minute, "jobs": 2}, n_trials=2
+    )
+    plain = {"objective_text": PLAIN_OBJECTIVE, "n_trials": 2}
+    between = study(tmp_path / "between", {"sleep": 10, "steps": 2}, one_minute, **plain)
+    cut_test = {"sleep": 20, "steps": 10, "fast_trials": 1, "fast_retries": True}
+    cut = study(tmp_path / "cut", cut_test, one_minute, **plain)
+    cfg, cfg_between, cfg_cut = (submit(hyper, model) for hyper, model, _ in (torch_files, between, cut))
+    (array,) = job_ids(cfg)
+    tasks = [f"{array}_{i}" for i in range(2)]
+    (job_between,), (job_cut,) = job_ids(cfg_between), job_ids(cfg_cut)
+    ended = _left_queue({job_between: [job_between], job_cut: [job_cut], array: tasks}, 900)
+    print(f"job state and restarts as each left the queue: {ended}")
+    for job in (job_between, job_cut, *tasks):
+        state, restarts = ended[job]
+        assert state == "COMPLETED" and int(restarts) >= 1, (job, state, restarts)
+
+    assert counts(study_of(cfg_between)) == {"COMPLETE": 2}  # no trial was cut short
+
+    study_cut = study_of(cfg_cut)
+    (interrupted,) = [t for t in study_cut.trials if t.state == TrialState.FAIL]
+    assert interrupted.user_attrs["record"]["fail_reason"].startswith("interrupted")
+    assert done(study_cut) == 2 and "RUNNING" not in counts(study_cut)
+    assert_interrupted_trials_were_rerun(study_cut)
+
+    study_ = study_of(cfg)
+    log = torch_files[2]
     chains = check_chains(study_, log)
     assert len(chains) == 2 and all(len(n) >= 2 for n in chains.values()), chains  # several jobs each
     c = counts(study_)
     assert c["COMPLETE"] == 2 and "RUNNING" not in c
-    jobs = {entry["job"] for entry in lines(log / "epochs.jsonl")}
-    (array,) = job_ids(cfg)
-    restarts = [_job_field(f"{array}_{i}", "Restarts") for i in range(2)]
-    print(f"chains {chains}; restarts of the array's tasks {restarts}; job ids {sorted(jobs)}")
+    jobs = {e["job"] for e in lines(log / "epochs.jsonl") if e["event"] == "start"}
+    print(f"chains {chains}; job ids {sorted(jobs)}")
     # The report draws one curve per chain: its last trial's, from step 0 to 7.
     assert sorted((c.number, c.steps) for c in curves(study_)) == sorted(
         (numbers[-1], tuple(range(8))) for numbers in chains.values()
     )
-    report = command("report", hyper)
+    report = command("report", torch_files[0])
     assert report.returncode == 0, report.stdout + report.stderr
     assert "Continued trials" in report.stdout
+
+
+def _left_queue(jobs: dict[str, list[str]], timeout: float) -> dict[str, tuple[str, str]]:
+    """Wait until every job of ``{job id: the ids to look at}`` has left the queue; the JobState and
+    Restarts of each id to look at as its job left (slurmctld forgets a job MinJobAge s later)."""
+    ended: dict[str, tuple[str, str]] = {}
+
+    def all_left() -> bool:
+        running = set(queued(list(jobs)))
+        for job, ids in jobs.items():
+            if ids[0] not in ended and not any(j.split("_")[0] == job for j in running):
+                ended.update({i: (_job_field(i, "JobState"), _job_field(i, "Restarts")) for i in ids})
+        return all(i in ended for ids in jobs.values() for i in ids)
+
+    wait_for(all_left, timeout, f"jobs {sorted(jobs)} to end")
+    return ended
 
 
 def _wait_for_epoch(log: Path, chains: list[int], epoch: int) -> None:
@@ -224,7 +279,16 @@ def _wait_for_epoch(log: Path, chains: list[int], epoch: int) -> None:
     )
 
 
-SHORT = {"epochs": 8, "epoch_s": 3}
+def _wait_for_failed(cfg: RunConfig, numbers: list[int], timeout: float) -> None:
+    wait_for(
+        lambda: all(study_of(cfg).trials[n].state == TrialState.FAIL for n in numbers),
+        timeout,
+        f"trials {numbers} to be failed",
+    )
+
+
+# Short epochs: each trial waits after epoch 2 (hold_at) until the test has stopped it there.
+SHORT = {"epochs": 8, "epoch_s": 1, "hold_at": 2}
 
 
 def test_a_preempted_job_comes_back_and_its_torch_trials_continue_from_their_checkpoints(tmp_path):
@@ -235,6 +299,8 @@ def test_a_preempted_job_comes_back_and_its_torch_trials_continue_from_their_che
     (job,) = job_ids(cfg)
     _wait_for_epoch(log, [0, 1], 2)
     subprocess.run(["scontrol", "requeue", job], check=True)
+    _wait_for_failed(cfg, [0, 1], 120)
+    (log / "release").touch()
     study_ = finish(cfg, 240)
     chains = check_chains(study_, log)
     assert sorted(len(n) for n in chains.values()) == [2, 2], chains  # each continued once
@@ -251,7 +317,12 @@ def test_torch_trials_on_a_lost_node_continue_from_their_checkpoints_on_the_othe
     try:
         cluster("kill-node", victim)
         killed = time.monotonic()
-        study_ = finish(cfg, 300)
+        # Marked DOWN at once, as a node health check would: Slurm requeues the job now, not after
+        # missed pings (SlurmdTimeout, which test_slurm.py's node-loss tests wait out).
+        subprocess.run(["scontrol", "update", f"nodename={victim}", "state=down", "reason=lost"], check=True)
+        _wait_for_failed(cfg, [0, 1], 180)
+        (log / "release").touch()
+        study_ = finish(cfg, 240)
         print(f"{victim} killed at epoch 2: the study done {time.monotonic() - killed:.0f} s later")
     finally:
         cluster("revive-node", victim)
