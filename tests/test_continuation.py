@@ -10,6 +10,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -23,11 +24,10 @@ from aimlutils.hyper_opt.config import load_config
 from aimlutils.hyper_opt.coordination import continue_trial, inherited_values, requeue, trial_row
 from aimlutils.hyper_opt.launchers import batch_launcher
 from aimlutils.hyper_opt.paths import StudyPaths
-from aimlutils.hyper_opt.stop import StopSignal, TrialInterrupted, stop_if_requested
+from aimlutils.hyper_opt.stop import LEFT_FOR_LATER_EXIT_CODE, StopSignal, TrialInterrupted, stop_if_requested
 from aimlutils.hyper_opt.storage import open_storage
-from aimlutils.hyper_opt.worker import Worker, arm_stop_warning
+from aimlutils.hyper_opt.worker import Worker, arm_stop_warning, left_code
 from tests.conftest import MODEL, ROOT, hyper_config, needs_module
-from tests.test_gpus_per_trial import offline_path
 from tests.test_local_run import load_study, start_optimize
 from tests.test_signals import wait_for, worker_pids
 
@@ -216,6 +216,11 @@ def test_a_keras_checkpoint_restores_weights_optimizer_and_epoch_and_leaves_on_r
             x, y, epochs=10, initial_epoch=3, batch_size=16, verbose=0, callbacks=[KerasCheckpoint(tmp_path)]
         )
     assert [p.name for p in tmp_path.iterdir()] == ["epoch-00003.weights.h5"]  # saved, then left
+    # After the last epoch the trial is done: saved, and no stop that would need a run to finish it.
+    again.fit(
+        x, y, epochs=5, initial_epoch=4, batch_size=16, verbose=0, callbacks=[KerasCheckpoint(tmp_path)]
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["epoch-00004.weights.h5"]
 
 
 # A command objective: {checkpoint}, and the warning passed on to the command.
@@ -290,14 +295,34 @@ def test_the_job_asks_for_a_warning_before_its_time_limit(study_files):
     hyper, model = study_files(gpu=True, sections={"slurm": {**SLURM, "stop_warning_s": 0}})
     launcher = batch_launcher(load_config(hyper, model))
     assert launcher is not None and "--signal" not in launcher.plan(2).text
-    short = {**SLURM, "batch": {**SLURM["batch"], "t": "3"}}  # the warning would come at the start
+    # 120 s would come at the start of a 3-minute job: a quarter of its limit instead.
+    short = {**SLURM, "batch": {**SLURM["batch"], "t": "3"}}
     hyper, model = study_files(gpu=True, sections={"slurm": short})
     launcher = batch_launcher(load_config(hyper, model))
-    assert launcher is not None and "--signal" not in launcher.plan(2).text
+    assert launcher is not None and "#SBATCH --signal=B:USR1@45\n" in launcher.plan(2).text
     theirs = {**SLURM, "batch": {**SLURM["batch"], "signal": "B:USR2@300"}}
     hyper, model = study_files(gpu=True, sections={"slurm": theirs})
     launcher = batch_launcher(load_config(hyper, model))
     assert launcher is not None and launcher.plan(2).text.count("--signal") == 1  # theirs
+
+
+def _fake_job(
+    study_files: Any, tmp_path: Path, tools: dict[str, str], job_id: str
+) -> subprocess.Popen[bytes]:
+    """The job script of a Slurm study of 2 workers, started as job ``job_id`` with
+    ``fake-python`` and the other ``tools`` (name: text) of ``tmp_path/bin`` found first."""
+    hyper, model = study_files(gpu=True, sections={"slurm": SLURM})
+    launcher = batch_launcher(load_config(hyper, model))
+    assert launcher is not None
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    for name, text in tools.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    script = tmp_path / "job.sh"
+    script.write_text(launcher.plan(2).text.replace(sys.executable, str(bin_dir / "fake-python")))
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "SLURM_JOB_ID": job_id}
+    return subprocess.Popen(["bash", str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 # Stands in for a worker: writes down each signal it gets, exits 0 on SIGTERM.
@@ -314,18 +339,10 @@ FAKE_WORKER = textwrap.dedent(
 
 
 def test_the_job_script_passes_the_warning_then_the_stop_to_its_workers_and_waits(study_files, tmp_path):
-    hyper, model = study_files(gpu=True, sections={"slurm": SLURM})
-    launcher = batch_launcher(load_config(hyper, model))
-    assert launcher is not None
     out = tmp_path / "seen"
     out.mkdir()
-    fake = tmp_path / "fake-python"
-    fake.write_text(FAKE_WORKER.format(out=out))
-    fake.chmod(0o755)
-    script = tmp_path / "job.sh"
-    script.write_text(launcher.plan(2).text.replace(sys.executable, str(fake)))
-    env = {"PATH": offline_path(tmp_path), "SLURM_JOB_ID": "1"}
-    job = subprocess.Popen(["bash", str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    tools = {"fake-python": FAKE_WORKER.format(out=out), "squeue": "#!/bin/sh\nexit 1\n"}
+    job = _fake_job(study_files, tmp_path, tools, job_id="1")
     seen = [out / "0", out / "1"]
     try:
         assert wait_for(lambda: all(p.exists() for p in seen), 30)
@@ -339,6 +356,63 @@ def test_the_job_script_passes_the_warning_then_the_stop_to_its_workers_and_wait
             job.kill()
     assert [p.read_text().split() for p in seen] == [["started", "USR1", "TERM"]] * 2
     assert job.returncode == 0
+
+
+# Stands in for a worker that leaves on the warning or SIGTERM with exit code {code}.
+LEAVING_WORKER = textwrap.dedent(
+    """\
+    #!/bin/bash
+    while (($#)); do [[ $1 == --index ]] && index=$2; shift; done
+    trap 'exit {code}' USR1 TERM
+    echo started > {out}/$index
+    while true; do sleep 0.1; done
+    """
+)
+
+
+@pytest.mark.parametrize(
+    ("signum", "reason", "code", "requeued"),
+    [
+        (signal.SIGUSR1, "None", 99, True),  # left at the warning with trials to run
+        (signal.SIGUSR1, "None", 0, False),  # the study is done
+        (signal.SIGTERM, "None", 99, False),  # cancelled or preempted: never undone
+        (signal.SIGTERM, "TimeLimit", 99, True),  # the limit came before the warning did its work
+    ],
+)
+def test_a_job_whose_time_is_up_with_trials_left_puts_itself_back_in_the_queue(
+    study_files, tmp_path, signum, reason, code, requeued
+):
+    out = tmp_path / "seen"
+    out.mkdir()
+    tools = {
+        "fake-python": LEAVING_WORKER.format(code=code, out=out),
+        "squeue": f'#!/bin/bash\n[[ "$*" == *%r* ]] && echo {reason} || exit 1\n',
+        "scontrol": f'#!/bin/bash\necho "$@" >> {out}/scontrol\n',
+    }
+    job = _fake_job(study_files, tmp_path, tools, job_id="7")
+    try:
+        assert wait_for(lambda: (out / "0").exists() and (out / "1").exists(), 30)
+        job.send_signal(signum)
+        job.wait(timeout=30)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    calls = (out / "scontrol").read_text().splitlines() if (out / "scontrol").exists() else []
+    assert calls == (["requeue 7"] if requeued else []), job.communicate()
+
+
+def test_a_worker_asks_for_its_job_to_run_again_only_in_a_job_and_after_progress(study_files):
+    hyper, model = study_files(n_trials=1)
+    cfg = load_config(hyper, model)
+    study_lib.create_or_load(cfg, open_storage(cfg.storage), 1)
+    worker = Worker(cfg)
+    assert left_code(None) == left_code(worker) == 0  # no progress yet
+    worker.progressed = True
+    assert left_code(worker) == 0  # a local run: nothing to requeue
+    worker.identity["job_id"] = "12_3"
+    assert left_code(worker) == LEFT_FOR_LATER_EXIT_CODE
+    worker.study.optimize(lambda trial: 1.0, n_trials=1)  # the study's last trial
+    assert left_code(worker) == 0  # done: a run more would find nothing to do
 
 
 # The examples: Ctrl-C, then --reload, and the stopped trial goes on from its last epoch.

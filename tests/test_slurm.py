@@ -17,7 +17,6 @@ from typing import Any
 
 import optuna
 import pytest
-import yaml
 from optuna.trial import TrialState
 
 from aimlutils.hyper_opt.config import RunConfig, load_config
@@ -72,10 +71,12 @@ def job_ids(cfg: RunConfig) -> list[str]:
 
 
 def queued(ids: list[str]) -> list[str]:
-    out = subprocess.run(
-        ["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True, check=True
-    ).stdout
-    return [j for j in out.split() if j.split("_")[0] in ids]
+    """Which of ``ids`` are in the queue; all of them while slurmctld does not answer (on a loaded
+    machine it may time out now and then), so that a wait goes on."""
+    proc = subprocess.run(["squeue", "-h", "-r", "-o", "%i"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        return list(ids)
+    return [j for j in proc.stdout.split() if j.split("_")[0] in ids]
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -184,45 +185,10 @@ def test_scancel_and_kill_9_mid_trial_lose_nothing(study_files, held, storage):
     assert csv_count(cfg) == len(finished(study))
 
 
-def test_time_limit_ends_jobs_cleanly_and_an_interrupted_trial_reruns(study_files, tmp_path_factory):
-    # A: 20 s trials in a 1-minute job: workers stop starting trials that would not finish.
-    hyper_a, model_a = study_files(test={"sleep": 10, "steps": 2}, n_trials=5, sections=slurm(1, 1, t="1"))
-    # B: a trial longer than the job: killed at the limit, failed, queued again, then re-run.
-    other = tmp_path_factory.mktemp("b")
-    (other / "objective.py").write_text((hyper_a.parent / "objective.py").read_text())
-    data = yaml.safe_load(hyper_a.read_text())
-    data["optuna"].update(name="time-limit-b", n_trials=2, save_path=str(other / "results"))
-    data["optuna"]["objective"] = str(other / "objective.py")
-    data["log"] = {"save_path": str(other / "results/log.txt")}
-    hyper_b, model_b = other / "hyper.yml", other / "model.yml"
-    hyper_b.write_text(yaml.safe_dump(data, sort_keys=False))
-    # 200 s: Slurm enforces a time limit up to about a minute late, so a shorter trial may finish.
-    test_b = {"sleep": 20, "steps": 10, "fast_trials": 1, "fast_retries": True}
-    model_b.write_text(yaml.safe_dump({**yaml.safe_load(model_a.read_text()), "test": test_b}))
-    assert run(hyper_a, model_a).returncode == 0
-    assert run(hyper_b, model_b).returncode == 0
-    cfg_a, cfg_b = config(hyper_a, model_a), config(hyper_b, model_b)
-    study_a, study_b = finish(cfg_a, 150), finish(cfg_b, 150)
-
-    c = counts(study_a)
-    assert c.get("RUNNING", 0) == 0 and c.get("FAIL", 0) == 0 and 1 <= c["COMPLETE"] < 5
-    state_a = _job_state(job_ids(cfg_a)[0])
-    assert state_a == "COMPLETED", state_a  # it left before its limit, with exit code 0
-
-    assert _job_state(job_ids(cfg_b)[0]) == "TIMEOUT"
-    (interrupted,) = [t for t in study_b.trials if t.state == TrialState.FAIL]
-    assert interrupted.user_attrs["record"]["fail_reason"].startswith("interrupted")
-    assert "RUNNING" not in counts(study_b)
-    proc = run(hyper_b, model_b, "--reload")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    study_b = finish(cfg_b)
-    assert done(study_b) == 2
-    assert_interrupted_trials_were_rerun(study_b)
-
-
-def _job_state(job_id: str) -> str:
+def _job_field(job_id: str, name: str) -> str:
+    """A field of ``scontrol show job`` ("gone" once the job left slurmctld's memory)."""
     out = subprocess.run(["scontrol", "show", "job", job_id], capture_output=True, text=True).stdout
-    return next((f.split("=", 1)[1] for f in out.split() if f.startswith("JobState=")), "gone")
+    return next((f.split("=", 1)[1] for f in out.split() if f.startswith(f"{name}=")), "gone")
 
 
 def test_status_cancel_and_reload_after_all_jobs_were_cancelled(study_files):

@@ -16,6 +16,9 @@ from typing import Any
 #: The warning before a job's time limit (``#SBATCH --signal=B:USR1@...``): finish the epoch, save,
 #: and leave; the trial is continued later.
 WARNING_SIGNAL = signal.SIGUSR1
+#: A worker's exit code in a batch job that it left, its time being up, with trials of its study
+#: still to run and progress made: the job script then puts the job back in the queue.
+LEFT_FOR_LATER_EXIT_CODE = 99
 
 
 class TrialInterrupted(KeyboardInterrupt):

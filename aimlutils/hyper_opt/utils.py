@@ -250,7 +250,9 @@ def _keras_checkpoint_class() -> type:
             for old, older in self._saved():
                 if old < epoch:
                     older.unlink(missing_ok=True)
-            if self.stop_on_request:
+            # After the last epoch the trial is done: a stop then would cost a run to finish it.
+            last = epoch + 1 >= (self.params or {}).get("epochs", float("inf"))
+            if self.stop_on_request and not last:
                 stop_if_requested()  # raised out of fit(): the trial is continued from here
 
     return _KerasCheckpoint
@@ -262,7 +264,8 @@ class KerasCheckpoint:
     ``restore(model)`` (the model compiled) loads the last checkpoint in ``directory`` and returns
     the epoch to start from (0 when there is none), for ``fit``'s ``initial_epoch``. After saving,
     the callback leaves ``fit`` with :class:`~aimlutils.hyper_opt.stop.TrialInterrupted` when the
-    worker was asked to stop (``stop_on_request=False`` leaves that to you)::
+    worker was asked to stop, except after the last epoch, when the trial is done
+    (``stop_on_request=False`` leaves that to you)::
 
         checkpoint = KerasCheckpoint(self.checkpoint_dir(trial))
         model.fit(..., epochs=epochs, initial_epoch=checkpoint.restore(model),

@@ -48,7 +48,7 @@ from aimlutils.hyper_opt.lifeline import watch_parent
 from aimlutils.hyper_opt.logs import configure_logging
 from aimlutils.hyper_opt.reproduce import TrialRecorder
 from aimlutils.hyper_opt.resilient import StorageUnavailable
-from aimlutils.hyper_opt.stop import WARNING_SIGNAL, StopSignal, TrialInterrupted
+from aimlutils.hyper_opt.stop import LEFT_FOR_LATER_EXIT_CODE, WARNING_SIGNAL, StopSignal, TrialInterrupted
 from aimlutils.hyper_opt.worker_setup import (
     build_worker_objective,
     liveness_for,
@@ -106,6 +106,10 @@ class Worker:
         self.sweep_turn = StudyTurn(cfg.paths.sweep_turn)
         self.job_end = job_end(os.environ.get("AIMLUTILS_JOB_END"))
         self._durations: list[float] = []
+        #: Whether this worker finished a trial, or took an interrupted one a step further.
+        self.progressed = False
+        #: Whether it stopped because a trial would not finish before its job's end.
+        self.out_of_time = False
         self.objective = build_worker_objective(cfg, self.study, self.identity, objective_class)
         # After the objective: its import may have loaded torch, which can name the GPUs.
         self.recorder = TrialRecorder(cfg, index, n_workers, objective_class)
@@ -135,7 +139,8 @@ class Worker:
         return ran
 
     def _should_stop(self, ran: int) -> bool:
-        stop = StopSignal.stopping() or self._out_of_time()
+        self.out_of_time = self.out_of_time or self._out_of_time()
+        stop = StopSignal.stopping() or self.out_of_time
         return stop or (self.max_trials is not None and ran >= self.max_trials)
 
     def _claim(self) -> optuna.Trial | Room | None:
@@ -169,10 +174,11 @@ class Worker:
         return self.storage.get_trial(self._trial_id(number)).system_attrs.get("fixed_params")
 
     def _run_trial(self, trial: optuna.Trial) -> None:
-        started = time.monotonic()
+        started, inherited = time.monotonic(), 0
         try:
             with self._heartbeat(trial), StopSignal.interruptible_section():
-                if continue_trial(self.study, trial):
+                inherited = continue_trial(self.study, trial)
+                if inherited:
                     logger.info("trial %d continues trial %s", trial.number, trial.user_attrs["retry_of"])
                 values = self.objective(trial)
         except optuna.TrialPruned:
@@ -182,6 +188,8 @@ class Worker:
             # Stopped, not wrong: its parameters get another run, which continues it. Queued
             # before the trial is failed, since the scheduler may SIGKILL this process any moment.
             how = str(err) if isinstance(err, TrialInterrupted) else "Ctrl-C or SIGTERM"
+            reported = self.storage.get_trial(self._trial_id(trial.number)).intermediate_values
+            self.progressed = self.progressed or len(reported) > inherited
             self._fail(trial, f"interrupted ({how})")
             requeue(self.study, trial, self.cfg.optuna.max_retries)
             self._record(self.study.tell(trial, state=TrialState.FAIL))
@@ -195,6 +203,7 @@ class Worker:
             return
         else:
             frozen = self._tell(trial, values)
+        self.progressed = True
         self._durations.append(time.monotonic() - started)
         self._record(frozen)
 
@@ -336,22 +345,40 @@ def main(argv: Sequence[str] | None = None) -> int:
         return err.exit_code
     configure_logging(cfg.log_file, prefix=f"worker {args.index}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    worker: Worker | None = None
     try:
         with StopSignal.interruptible_section():  # nothing to protect until the worker exists
             worker = Worker(cfg, args.index, args.workers)
         ran = worker.run()
     except KeyboardInterrupt:
         logger.warning("stopped by a signal; the running trial was marked FAIL and queued again")
-        return 130 if StopSignal.signum in (None, signal.SIGINT) else 0
+        return 130 if StopSignal.signum in (None, signal.SIGINT) else left_code(worker)
     except StorageUnavailable as err:
         # Its running trial stays RUNNING: the reload (or a live worker's sweep) recovers it.
         logger.error("stopping: %s", err)
         return STORAGE_GONE_EXIT_CODE
     if StopSignal.stopping():
         logger.warning("stopped by a signal between trials; ran %d", ran)
-        return 130 if StopSignal.signum == signal.SIGINT else 0
+        return 130 if StopSignal.signum == signal.SIGINT else left_code(worker)
+    if worker.out_of_time:
+        return left_code(worker)
     logger.info("no trials left in the budget; ran %d", ran)
     return 0
+
+
+def left_code(worker: Worker | None) -> int:
+    """The exit code of a worker that left early: in a batch job, having made progress, with its
+    study not done, :data:`LEFT_FOR_LATER_EXIT_CODE` (its job may run again to go on); else 0. A
+    job whose workers make no progress (an epoch longer than the job) is not run again and again,
+    nor one whose study was done meanwhile (its last trial ended as its time ran out)."""
+    if worker is None or not worker.progressed or not worker.identity.get("job_id"):
+        return 0
+    try:
+        done = worker.budget.check() is Room.DONE
+    except Exception as err:  # any storage error: better a run that finds nothing to do than none
+        logger.warning("could not tell whether the study is done (%s); asking for another run", err)
+        done = False
+    return 0 if done else LEFT_FOR_LATER_EXIT_CODE
 
 
 if __name__ == "__main__":

@@ -93,7 +93,8 @@ class Objective(BaseObjective):
         if checkpoint.restored:
             print(f"trial {trial.number} continues trial {self.continues(trial)} at epoch {checkpoint.epoch}")
 
-        for epoch in range(checkpoint.epoch, conf["trainer"]["epochs"]):
+        epochs = conf["trainer"]["epochs"]
+        for epoch in range(checkpoint.epoch, epochs):
             model.train()
             total = 0.0
             order = torch.randperm(len(x_train), device=self.device)
@@ -108,9 +109,11 @@ class Objective(BaseObjective):
 
             # Let the pruner stop unpromising trials early; then save, and leave if asked to stop
             # (the job ends soon): the next run of these parameters starts at the next epoch.
+            # After the last epoch the trial is done: no stop, which would cost a run to finish it.
             report_and_prune(trial, val_loss, epoch)
             checkpoint.save(epoch, loss=train_loss)
-            self.stop_if_requested()
+            if epoch + 1 < epochs:
+                self.stop_if_requested()
 
         val_loss, val_accuracy = evaluate(model, loss_fn, x_valid, y_valid)
         return {

@@ -18,6 +18,7 @@ from aimlutils.hyper_opt.launchers.base import Launcher, WorkerCommand, save_run
 from aimlutils.hyper_opt.launchers.jobs import JobRecord, JobScript, append_jobs
 from aimlutils.hyper_opt.launchers.proxy_job import live_proxy_job, proxy_job
 from aimlutils.hyper_opt.schedulers import Scheduler, get
+from aimlutils.hyper_opt.stop import LEFT_FOR_LATER_EXIT_CODE
 
 
 class BatchLauncher(Launcher):
@@ -62,21 +63,21 @@ class BatchLauncher(Launcher):
             "# allocation when it has GPUs. Written by aimlutils-optimize.",
             *setup,
             "set -u",
+            "pids=() stopped=no left=no",
+            "# SIGUSR1 (the warning before the time limit): each worker's trial may save a checkpoint",
+            "# and leave. SIGTERM (scancel, time limit, preemption): each worker fails the trial it runs,",
+            "# queues its parameters again (to continue it), and exits.",
+            "trap 'kill -USR1 \"${pids[@]}\" 2>/dev/null' USR1",
+            "trap 'stopped=yes; kill -TERM \"${pids[@]}\" 2>/dev/null' TERM",
             *self.scheduler.prologue(self.base_dir),
             'IFS=, read -r -a gpus <<< "${CUDA_VISIBLE_DEVICES:-}"',
-            "pids=()",
             f"for ((i = 0; i < {per_job}; i++)); do",
             *_pin_gpus(per_trial),
             f"    {worker} &",
             "    pids+=($!)",
             "done",
-            "# SIGUSR1 (the warning before the time limit): each worker starts no new trial, and its",
-            "# trial may save a checkpoint and leave. SIGTERM (scancel, time limit, preemption): each",
-            "# worker fails the trial it runs, queues its parameters again (to continue it), and exits.",
-            "trap 'kill -USR1 \"${pids[@]}\" 2>/dev/null' USR1",
-            "trap 'kill -TERM \"${pids[@]}\" 2>/dev/null' TERM",
-            "# Until every worker has exited: a signal the shell traps ends a wait early.",
-            "until wait; do :; done",
+            *_WAIT_FOR_WORKERS,
+            *self.scheduler.epilogue(),
             "",
         ]
         return "\n".join(lines)
@@ -119,6 +120,19 @@ class BatchLauncher(Launcher):
         append_jobs(self.cfg.paths, records)
         self.submitted = records
         return 0
+
+
+# Until every worker has exited, noting whether one left with trials still to run.
+_WAIT_FOR_WORKERS = [
+    "# Each worker's exit code; a signal the shell traps ends a wait early: wait again then.",
+    'for pid in "${pids[@]}"; do',
+    "    while :; do",
+    '        wait "$pid" && code=0 || code=$?',
+    '        ((code > 128)) && kill -0 "$pid" 2>/dev/null || break',
+    "    done",
+    f"    if ((code == {LEFT_FOR_LATER_EXIT_CODE})); then left=yes; fi",
+    "done",
+]
 
 
 def _pin_gpus(per_trial: int) -> list[str]:

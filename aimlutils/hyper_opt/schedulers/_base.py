@@ -236,11 +236,15 @@ class Scheduler(abc.ABC):
     def stop_warning_s(self) -> int:
         """Seconds before the time limit at which workers get SIGUSR1 (0: none).
 
-        ``stop_warning_s``, unless the job's limit is at most twice that: the warning would come
-        at the start (Slurm may send it up to a minute early) and tell every trial to leave.
+        ``stop_warning_s``, or a quarter of the job's limit when the limit is at most twice that:
+        a warning that long would come at the start (Slurm may send it up to a minute early) and
+        tell every trial to leave, while a short job still needs one to leave in time and be
+        requeued (:meth:`epilogue`).
         """
         warning, limit = self.section.stop_warning_s, self.time_limit_s()
-        return 0 if not warning or (limit is not None and limit <= 2 * warning) else warning
+        if warning and limit is not None and limit <= 2 * warning:
+            return int(limit // 4)
+        return warning
 
     def option_lines(self) -> list[str]:
         """``<directive> -x value`` for one-letter keys, ``--key=value`` for longer ones."""
@@ -264,6 +268,12 @@ class Scheduler(abc.ABC):
     def prologue(self, base_dir: Path) -> list[str]:
         """Shell lines run before the workers start; they must set ``job_index`` (0 ... jobs - 1)."""
         return ['job_index="${AIMLUTILS_JOB_INDEX:-0}"']
+
+    def epilogue(self) -> list[str]:
+        """Shell lines run after every worker has exited. They may read ``left`` ("yes" when a
+        worker left with trials of the study still to run, its job's time being up) and
+        ``stopped`` ("yes" when the job got SIGTERM)."""
+        return []
 
     @abc.abstractmethod
     def submissions(self, script: Path, n_jobs: int) -> list[list[str]]:

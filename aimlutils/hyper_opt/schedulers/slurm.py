@@ -136,6 +136,11 @@ class Slurm(Scheduler):
         if self.stop_warning_s and "signal" not in keys:
             # To the batch shell (B:), which passes it on to the workers: time to save and leave.
             lines.append(f"{self.directive} --signal=B:USR1@{self.stop_warning_s}")
+        if not keys & {"requeue", "no-requeue"}:
+            # A job may put itself back in the queue (epilogue), and a lost node's job is rerun.
+            lines.append(f"{self.directive} --requeue")
+        if "open-mode" not in keys:
+            lines.append(f"{self.directive} --open-mode=append")  # a requeued run keeps the earlier output
         return lines
 
     def time_limit_s(self) -> float | None:
@@ -156,9 +161,23 @@ class Slurm(Scheduler):
     def prologue(self, base_dir: Path) -> list[str]:
         return [
             'job_index="${SLURM_ARRAY_TASK_ID:-${AIMLUTILS_JOB_INDEX:-0}}"',
+            "# This job in the queue: an array's task by ARRAY_TASK (its SLURM_JOB_ID may be the id",
+            "# of the whole array, which squeue and scontrol take for every task).",
+            'job_id="${SLURM_ARRAY_JOB_ID:+${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID}}"',
+            'job_id="${job_id:-$SLURM_JOB_ID}"',
             "# When the job must end: workers start no trial that would not finish by then.",
-            'AIMLUTILS_JOB_END="$(squeue -h -j "$SLURM_JOB_ID" -o %e 2>/dev/null || true)"',
+            'AIMLUTILS_JOB_END="$(squeue -h -j "$job_id" -o %e 2>/dev/null || true)"',
             "export AIMLUTILS_JOB_END",
+        ]
+
+    def epilogue(self) -> list[str]:
+        return [
+            "# Time is up with trials left: back in the queue, where the next run continues them. Not",
+            "# a job cancelled or preempted: SIGTERM then, which only the time limit's SIGTERM passes.",
+            "if [[ $left == yes ]] && { [[ $stopped == no ]] ||",
+            '    [[ "$(squeue -h -j "$job_id" -o %r 2>/dev/null)" == TimeLimit ]]; }; then',
+            '    scontrol requeue "$job_id"',
+            "fi",
         ]
 
     def submissions(self, script: Path, n_jobs: int) -> list[list[str]]:
