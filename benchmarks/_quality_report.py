@@ -110,6 +110,10 @@ def criterion(by_sampler: dict[str, dict[str, list[list[float]]]], reference: st
     return "\n".join(lines)
 
 
+def _workers_text(curves: Curves) -> str:
+    return ", ".join(sorted({w for f in curves.values() for s in f.values() for w in s}, key=int))
+
+
 def render(
     curves: Curves,
     figures: dict[str, Path],
@@ -124,7 +128,8 @@ def render(
         "## Search quality against worker count",
         "",
         "`python benchmarks/search_quality.py` runs each function at 1, 8 and 32 asynchronous workers with "
-        "the same total trials, through the real worker path (`Worker` in threads, one journal-file "
+        f"the same total trials (this run: {', '.join(curves)} at {_workers_text(curves)} workers), "
+        "through the real worker path (`Worker` in threads, one journal-file "
         "study). Trial durations are uniform in [0.5, 1.5] time units for the test functions and the "
         "CPU time of each epoch for the MLP, simulated on a virtual clock (`benchmarks/_workers.py`): every "
         "worker stays busy, trials end out of order, and each ask sees the trials finished and running at "
