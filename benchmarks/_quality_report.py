@@ -89,25 +89,56 @@ def table(by_sampler: dict[str, dict[str, list[list[float]]]]) -> str:
     return "\n".join(lines)
 
 
+def trials_to(runs: list[list[float]], level: float) -> np.ndarray:
+    """Per seed, the trials completed when the best value first reached ``level`` (N + 1: never)."""
+    out = []
+    for run in runs:
+        hit = np.flatnonzero(np.array(run) <= level)
+        out.append(hit[0] + 1 if hit.size else len(run) + 1)
+    return np.array(out)
+
+
+def level_of(base: list[list[float]]) -> float:
+    """The regret level of metric (b): what the sequential reference reaches, in median, halfway."""
+    return float(np.median([run[len(run) // 2 - 1] for run in base]))
+
+
+def _trials_text(runs: list[list[float]], level: float) -> str:
+    median = float(np.median(trials_to(runs, level)))
+    return f"> {len(runs[0])}" if median > len(runs[0]) else f"{median:.0f}"
+
+
 def criterion(by_sampler: dict[str, dict[str, list[list[float]]]], reference: str) -> str:
-    """Each sampler at its most workers against ``reference`` at 1 worker: final and mean-over-run ratios."""
+    """Each sampler at more than 1 worker against ``reference`` at 1 worker: metrics (a) and (b)."""
     base = by_sampler.get(reference, {}).get("1")
-    most = max((int(w) for runs in by_sampler.values() for w in runs), default=1)
-    if not base or most == 1:
+    many = sorted({int(w) for runs in by_sampler.values() for w in runs} - {1})
+    if not base or not many:
         return ""
-    base_final, base_mean = final(base)[1], mean_over_run(base)
-    lines = [
-        f"| sampler, {most} workers | final regret / sequential | within {WITHIN - 1:.0%}? "
-        "| mean regret over the run / sequential |",
-        "|---|---|---|---|",
-    ]
+    level, base_final = level_of(base), final(base)[1]
+    base_trials = float(np.median(trials_to(base, level)))
+    head = " | ".join(f"{w} workers: (a) final regret / seq. | (b) trials to level / seq." for w in many)
+    lines = [f"| sampler | {head} |", "|---|" + "---|---|" * len(many)]
     for sampler, by_workers in by_sampler.items():
-        runs = by_workers.get(str(most))
-        if runs:
-            ratio = final(runs)[1] / base_final
-            ok = "yes" if ratio <= WITHIN else "no"
-            lines.append(f"| {sampler} | {ratio:.2f} | {ok} | {mean_over_run(runs) / base_mean:.2f} |")
-    return "\n".join(lines)
+        cells = []
+        for w in many:
+            runs = by_workers.get(str(w))
+            if not runs:
+                cells += ["-", "-"]
+                continue
+            a = final(runs)[1] / base_final
+            b = float(np.median(trials_to(runs, level))) / base_trials
+            cells += [_mark(a, f"{a:.2f}"), _mark(b, f"{b:.2f} ({_trials_text(runs, level)})")]
+        lines.append(f"| {sampler} | " + " | ".join(cells) + " |")
+    intro = (
+        f"Level for (b): {level:.3g}, the median regret of 1 sequential worker with `{reference}` after "
+        f"{len(base[0]) // 2} trials, which it reaches after {_trials_text(base, level)} (median). "
+        f"**Bold**: within {WITHIN - 1:.0%} of sequential."
+    )
+    return intro + "\n\n" + "\n".join(lines)
+
+
+def _mark(ratio: float, text: str) -> str:
+    return f"**{text}**" if ratio <= WITHIN else text
 
 
 def _workers_text(curves: Curves) -> str:
@@ -118,44 +149,43 @@ def render(
     curves: Curves,
     figures: dict[str, Path],
     doc_dir: Path,
-    defaults: dict[int, Any],
+    defaults: dict[int, tuple[Any, str | None]],
     setup: str,
-    reference: str,
 ) -> str:
-    """The section; ``reference`` is the sampler row that stands for the default."""
-    default_text = "; ".join(f"{w} worker{'s' if w > 1 else ''}: `{spec}`" for w, spec in defaults.items())
+    """The section; ``defaults``: per worker count, the default sampler spec and the row that runs it."""
+    default_text = "; ".join(
+        f"{w} worker{'s' if w > 1 else ''}: `{spec}`" + (f" (row `{row}`)" if row else "")
+        for w, (spec, row) in defaults.items()
+    )
+    reference = defaults.get(1, (None, None))[1]
     parts = [
         "## Search quality against worker count",
         "",
         "`python benchmarks/search_quality.py` runs each function at 1, 8 and 32 asynchronous workers with "
         f"the same total trials (this run: {', '.join(curves)} at {_workers_text(curves)} workers), "
-        "through the real worker path (`Worker` in threads, one journal-file "
-        "study). Trial durations are uniform in [0.5, 1.5] time units for the test functions and the "
-        "CPU time of each epoch for the MLP, simulated on a virtual clock (`benchmarks/_workers.py`): every "
-        "worker stays busy, trials end out of order, and each ask sees the trials finished and running at "
-        f"that moment. {setup}",
+        "through the real worker path (`Worker` in threads, one journal-file study on tmpfs). Trial "
+        "durations are uniform in [0.5, 1.5] time units for the test functions and the CPU time of each "
+        "epoch for the MLP, simulated on a virtual clock (`benchmarks/_workers.py`): every worker stays "
+        "busy, trials end out of order, and each ask sees the trials finished and running at that moment. "
+        "Rows that run the same study (at 1 worker, `constant_liar` changes nothing: no other trial is "
+        f"running at an ask) run it once and show it in each. {setup}",
         "",
-        f"The default (no `optuna.sampler` set) is, per worker count: {default_text}; with Optuna's own "
-        f"defaults (`constant_liar=True`, `multivariate=True` since Optuna 4), that is the sampler of the "
-        f"row `{reference}`, which stands for it below.",
+        f"The default (no `optuna.sampler` set), per worker count: {default_text}.",
         "",
-        "**Per trial** means: at the same number of completed trials N (the study's `n_trials`), the "
-        "median over seeds of the final regret (best value found minus the optimum). Each cell is "
-        "`median [q1, q3] · mean over the run`, the last being the median over seeds of the regret "
-        "averaged over trials 1..N (the area under the curve, over N). Lower is better.",
+        "**Per trial**, two ways, each against 1 sequential worker with the default, at the same total "
+        "trials N: (a) the median over seeds of the final regret (best value found minus the optimum), "
+        "as a ratio to sequential; (b) the trials needed to reach a regret level (the median regret "
+        "sequential reaches after N/2 trials), median over seeds (a seed that never reaches it counts "
+        "N + 1), as a ratio to sequential's. Table cells: final regret `median [q1, q3] · mean over the "
+        "run`, the last being the median over seeds of the regret averaged over trials 1..N. Lower is "
+        "better throughout.",
     ]
     for function, by_sampler in curves.items():
         rel = os.path.relpath(figures[function], doc_dir) if function in figures else None
         parts += ["", f"### {TITLES.get(function, function)}", "", table(by_sampler)]
-        if function == "hartmann6":
-            check = criterion(by_sampler, reference)
-            if check:
-                parts += [
-                    "",
-                    f"Against 1 sequential worker with `{reference}`, at the same trials:",
-                    "",
-                    check,
-                ]
+        check = criterion(by_sampler, reference) if reference else ""
+        if check:
+            parts += ["", check]
         if rel:
             parts += ["", f"![{function}]({rel})"]
     return "\n".join(parts) + "\n"

@@ -29,7 +29,7 @@ import optuna
 # Run as a script, so this folder is on sys.path.
 from _digits import PARAMETERS, DigitsObjective, model_config
 from _doc import write_section
-from _workers import prepare_study, run_workers
+from _workers import prepare_study, run_workers, scratch_dir
 
 from aimlutils.hyper_opt.coordination.records import read_record
 
@@ -58,7 +58,7 @@ def run_case(pruner: str, seed: int, args: argparse.Namespace) -> dict[str, floa
         "sampler": {"type": "TPESampler", "seed": 1000 * seed},  # workers add their index
         "pruner": pruners(args.epochs)[pruner],
     }
-    with tempfile.TemporaryDirectory(prefix="pruning-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="pruning-", dir=scratch_dir()) as tmp:
         cfg = prepare_study(Path(tmp), section, model_config(args.epochs), args.workers)
         ended = run_workers(cfg, args.workers, DigitsObjective)
     complete = [t for t in ended if t.state == optuna.trial.TrialState.COMPLETE]

@@ -1,4 +1,5 @@
-"""The virtual clock of the benchmarks: simulated trials end in order of their durations."""
+"""The virtual clock of the benchmarks (simulated trials end in order of their durations), and which
+search-quality rows run one study."""
 
 from __future__ import annotations
 
@@ -54,3 +55,12 @@ def test_workers_on_the_clock_finish_trials_out_of_order_and_all_of_them(tmp_pat
     numbers = [t.number for t in ended]
     assert sorted(numbers) == list(range(8))
     assert numbers[:4] == [3, 2, 1, 0]  # the first four start together; the shortest ends first
+
+
+def test_rows_differing_only_in_constant_liar_are_one_study_at_one_worker_and_two_at_eight():
+    from search_quality import SAMPLERS, effective
+
+    with_liar, without = SAMPLERS["TPE + constant_liar"], SAMPLERS["TPE without constant_liar"]
+    assert effective(with_liar(1, 0), 1) == effective(without(1, 0), 1)
+    assert effective(with_liar(8, 0), 8) != effective(without(8, 0), 8)
+    assert effective(with_liar(1, 0), 1) != effective(with_liar(1, 1000), 1)  # seeds stay apart

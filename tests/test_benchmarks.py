@@ -118,7 +118,7 @@ def test_search_quality_smoke_run_writes_its_section_plots_and_monotone_curves(t
     text = output.read_text()
     assert "<!-- begin other -->\nkept\n<!-- end other -->" in text
     section = _section(text, "search-quality")
-    assert "### Hartmann6" in section and "### Digits MLP" in section and "within 20%?" in section
+    assert "### Hartmann6" in section and "### Digits MLP" in section and "(a) final regret / seq." in section
     curves = json.loads(curves_path.read_text())["curves"]
     for function, trials in (("hartmann6", 6), ("mixed", 6), ("digits", 2)):
         assert (tmp_path / f"search_quality_{function}.png").read_bytes()[:4] == b"\x89PNG"
