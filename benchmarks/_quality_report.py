@@ -49,13 +49,14 @@ def save_figures(curves: Curves, folder: Path) -> dict[str, Path]:
             1, len(workers), figsize=(4.2 * len(workers), 3.8), sharey=True, squeeze=False
         )
         for ax, w in zip(axes[0], workers, strict=True):
-            for sampler, by_workers in by_sampler.items():
+            for i, (sampler, by_workers) in enumerate(by_sampler.items()):
                 if str(w) not in by_workers:
                     continue
                 q1, med, q3 = quartiles(by_workers[str(w)])
                 x = np.arange(1, len(med) + 1)
-                (line,) = ax.plot(x, med, label=sampler, linewidth=1.6)
-                ax.fill_between(x, q1, q3, color=line.get_color(), alpha=0.15, linewidth=0)
+                # One colour per sampler in every panel, whichever rows a panel has.
+                ax.plot(x, med, label=sampler, linewidth=1.6, color=f"C{i}")
+                ax.fill_between(x, q1, q3, color=f"C{i}", alpha=0.15, linewidth=0)
             ax.set_title(f"{w} worker{'s' if w > 1 else ''}")
             ax.set_xlabel("trials completed")
             ax.set_yscale("log")

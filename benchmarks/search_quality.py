@@ -6,7 +6,7 @@ count. Trial durations are simulated on a virtual clock (``_workers.py``): every
 all the time, trials end out of order, and each ask sees exactly the trials finished and running
 at that moment, as on a cluster whose trials take minutes, at the CPU cost of the asks alone.
 
-    python benchmarks/search_quality.py                       # the full set, writes docs/
+    python benchmarks/search_quality.py --jobs 2              # the full set (~30 CPU-min), writes docs/
     python benchmarks/search_quality.py --seeds 3 --trials 40 --functions branin --jobs 2
 """
 
@@ -46,14 +46,16 @@ def _tpe(**kwargs: Any) -> Callable[[int, int], dict[str, Any] | None]:
 
 
 #: Label -> the ``optuna.sampler`` section for (workers, seed); ``None`` is the product's default.
+#: The TPE rows set ``multivariate`` and ``constant_liar`` themselves, so that each means the same
+#: sampler at every worker count, whatever the product's default makes of a bare ``TPESampler``.
 SAMPLERS: dict[str, Callable[[int, int], dict[str, Any] | None]] = {
-    "TPE without constant_liar": _tpe(constant_liar=False),
-    "TPE + constant_liar": _tpe(constant_liar=True),
+    "TPE + constant_liar": _tpe(constant_liar=True, multivariate=True),
+    "TPE without constant_liar": _tpe(constant_liar=False, multivariate=True),
     "TPE + constant_liar + n_startup_trials=workers": lambda w, s: _tpe(
-        constant_liar=True, n_startup_trials=max(10, w)
+        constant_liar=True, multivariate=True, n_startup_trials=max(10, w)
     )(w, s),
-    # Independent TPE (Optuna's default before 4.0): fewer dimensions to fit, less hurt by liars?
-    "TPE + constant_liar, multivariate=False": _tpe(constant_liar=True, multivariate=False),
+    # multivariate=False: Optuna's default before 4.0.
+    "independent TPE + constant_liar": _tpe(constant_liar=True, multivariate=False),
     "random": lambda workers, seed: {"type": "RandomSampler", "seed": seed},
     "default (no sampler set)": lambda workers, seed: None,
 }
@@ -87,7 +89,11 @@ def default_row(labels: Sequence[str], workers: int) -> str | None:
     if DEFAULT in labels:
         return DEFAULT
     default = effective(None, workers, seed=0)
-    same = [s for s in labels if s != DEFAULT and effective(SAMPLERS[s](workers, 0), workers) == default]
+    same = [
+        s
+        for s in SAMPLERS
+        if s in labels and s != DEFAULT and effective(SAMPLERS[s](workers, 0), workers) == default
+    ]
     return same[0] if same else None
 
 
@@ -182,8 +188,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--workers", type=_list(int), default=list(WORKERS))
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--trials", type=int, default=256, help="trials per study, test functions")
-    parser.add_argument("--mlp-trials", type=int, default=12, help="trials per study, digits MLP")
-    parser.add_argument("--mlp-epochs", type=int, default=2)
+    parser.add_argument("--mlp-trials", type=int, default=64, help="trials per study, digits MLP")
+    parser.add_argument("--mlp-epochs", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=1, help="studies run at once, one process each")
     parser.add_argument("--output", type=Path, default=Path("docs/benchmarks.md"))
     parser.add_argument("--figures", type=Path, default=Path("docs"), help="folder of the PNG plots")
@@ -191,6 +197,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--from-json", type=Path, help="no runs: write the section from curves saved by --json"
     )
+    parser.add_argument("--note", default="", help="a sentence added to the section (how it was run)")
     args = parser.parse_args(argv)
     unknown = sorted(set(args.samplers) - set(SAMPLERS)) + sorted(set(args.functions) - {*PROBLEMS, "digits"})
     if unknown:
@@ -215,9 +222,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     defaults = {w: (samplers.sampler_spec(None, w), default_row(labels, w)) for w in args.workers}
     setup = (
         f"{args.seeds} seeds; {args.trials} trials per study for the test functions, {args.mlp_trials} "
-        f"for the digits MLP ({args.mlp_epochs} epochs each); took {wall_s / 60:.1f} min, "
+        f"for the digits MLP ({args.mlp_epochs} epoch{'s' if args.mlp_epochs > 1 else ''} each); "
+        f"took {wall_s / 60:.1f} min, "
         f"{cpu_s / 60:.1f} CPU-min. Measured {datetime.date.today()} on {platform.machine()}, "
-        f"Python {platform.python_version()}, Optuna {optuna.__version__}."
+        f"Python {platform.python_version()}, Optuna {optuna.__version__}. {args.note}"
     )
     write_section(
         args.output,
