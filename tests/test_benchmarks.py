@@ -7,7 +7,9 @@ the study's end (every trial finished, no worker crashed) are checked.
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import os
 import subprocess
 import sys
@@ -117,3 +119,66 @@ def test_overhead_smoke_run_measures_both_sides_and_keeps_the_worker_free_of_ric
     # What a worker must never load: the terminal's and the report's libraries.
     assert {"rich", "pandas", "matplotlib"} <= set(worker[3].split(", ")), worker
     assert "pydantic" not in imports["plain Optuna script"][2], imports
+
+
+def _bench_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+
+
+def _section(text: str, name: str) -> str:
+    return text.split(f"<!-- begin {name} -->", 1)[1].split(f"<!-- end {name} -->", 1)[0]
+
+
+def test_search_quality_smoke_run_writes_its_section_plots_and_monotone_curves(tmp_path):
+    output, curves_path = tmp_path / "benchmarks.md", tmp_path / "curves.json"
+    output.write_text("# Benchmarks\n\n<!-- begin other -->\nkept\n<!-- end other -->\n")
+    argv = [sys.executable, str(ROOT / "benchmarks" / "search_quality.py"), "--seeds", "2", "--trials", "6"]
+    argv += [
+        "--functions",
+        "hartmann6,mixed,digits",
+        "--workers",
+        "1,3",
+        "--mlp-trials",
+        "2",
+        "--mlp-epochs",
+        "1",
+    ]
+    argv += ["--samplers", "default (no sampler set)"]
+    argv += ["--output", str(output), "--figures", str(tmp_path), "--json", str(curves_path)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=_bench_env(), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    text = output.read_text()
+    assert "<!-- begin other -->\nkept\n<!-- end other -->" in text
+    section = _section(text, "search-quality")
+    assert "### Hartmann6" in section and "### Digits MLP" in section and "(a) final regret / seq." in section
+    curves = json.loads(curves_path.read_text())["curves"]
+    for function, trials in (("hartmann6", 6), ("mixed", 6), ("digits", 2)):
+        assert (tmp_path / f"search_quality_{function}.png").read_bytes()[:4] == b"\x89PNG"
+        assert f"](search_quality_{function}.png)" in section
+        for workers in ("1", "3"):
+            runs = curves[function]["default (no sampler set)"][workers]
+            assert len(runs) == 2
+            for run in runs:
+                assert len(run) == trials and all(math.isfinite(v) and v >= 0 for v in run)
+                assert all(a >= b for a, b in itertools.pairwise(run)), run  # best so far never worsens
+
+
+def test_pruning_smoke_run_writes_a_row_per_pruner_and_a_plot(tmp_path):
+    output, figure = tmp_path / "benchmarks.md", tmp_path / "pruning.png"
+    argv = [sys.executable, str(ROOT / "benchmarks" / "pruning.py"), "--seeds", "1", "--trials", "4"]
+    argv += ["--epochs", "2", "--workers", "2", "--output", str(output), "--figure", str(figure)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=_bench_env(), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    section = _section(output.read_text(), "pruning")
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [row.split(" | ")[0] for row in rows] == [
+        "| none (NopPruner)",
+        "| MedianPruner",
+        "| SuccessiveHalvingPruner",
+        "| HyperbandPruner",
+    ]
+    assert rows[0].split(" | ")[1].startswith("0% ")  # no pruning saves nothing
+    assert "Recommended" in section and "](pruning.png)" in section
+    assert figure.read_bytes()[:4] == b"\x89PNG"
