@@ -1077,6 +1077,11 @@ def _fit(points: list[tuple[float, float]]) -> tuple[float, float]:
     return (max(0.0, intercept), max(0.0, slope))
 
 
+def _journal_readers(result: dict[str, Any]) -> int:
+    """How many journal storages replayed the study in a case: one per worker, or per process."""
+    return int(result["processes"] if result.get("shared_journal") else result["case"]["workers"])
+
+
 def capacity_model(results: list[dict[str, Any]]) -> str:
     """Per-trial costs measured, taken to 2,000 and 10,000 workers (10-minute trials).
 
@@ -1095,8 +1100,9 @@ def capacity_model(results: list[dict[str, Any]]) -> str:
         "a worker that finds the lock busy waits. The hold time is the least p50 measured (where claims "
         "queued least); through the proxy it is fitted against the study's size, since each `study.ask` "
         "makes the proxy read the study (Optuna's `GetTrials`, for the queue of waiting trials: from its "
-        "cache of finished trials, and from PostgreSQL for the new and unfinished ones). With the journal "
-        "file and Redis every worker "
+        "cache of finished trials, and from PostgreSQL for the new and unfinished ones) and send the "
+        "worker every trial not yet finished, so a read grows with the trials running, which here grow "
+        "with the study (half of it runs at once). With the journal file and Redis every worker "
         "reads every entry any worker writes, once: that load is workers x entries per trial x rate. "
         "Projected below for 10-minute trials (2,000 workers start 3.3 trials/s, 10,000 workers "
         "16.7 trials/s) and a study of 10 trials per worker, so 5 per worker in it on average.",
@@ -1113,7 +1119,8 @@ def capacity_model(results: list[dict[str, Any]]) -> str:
             continue
         calls = statistics.median(r["storage_calls_per_trial"] for r in rows)
         files = statistics.median(r["file_ops_per_trial"] for r in rows)
-        entries = statistics.median(r["replayed_per_trial"] / r["case"]["workers"] for r in rows)
+        # Each journal storage replays every entry once: one per process where threads share one.
+        entries = statistics.median(r["replayed_per_trial"] / _journal_readers(r) for r in rows)
         cost = f"{calls:.0f} storage calls, {files:.0f} file ops"
         if entries > 0.5:
             cost += f", {entries:.1f} journal entries that every worker reads"
