@@ -21,11 +21,11 @@ from optuna.trial import TrialState
 from aimlutils.hyper_opt import study as study_lib
 from aimlutils.hyper_opt.base_objective import BaseObjective
 from aimlutils.hyper_opt.config import load_config
-from aimlutils.hyper_opt.coordination import continue_trial, inherited_values, requeue, trial_row
+from aimlutils.hyper_opt.coordination import FileLock, continue_trial, inherited_values, requeue, trial_row
 from aimlutils.hyper_opt.launchers import batch_launcher
 from aimlutils.hyper_opt.paths import StudyPaths
 from aimlutils.hyper_opt.stop import LEFT_FOR_LATER_EXIT_CODE, StopSignal, TrialInterrupted, stop_if_requested
-from aimlutils.hyper_opt.storage import open_storage
+from aimlutils.hyper_opt.storage import JournalAppendLock, open_storage
 from aimlutils.hyper_opt.worker import Worker, arm_stop_warning, left_code
 from tests.conftest import MODEL, ROOT, hyper_config, needs_module
 from tests.test_local_run import load_study, start_optimize
@@ -54,6 +54,21 @@ def test_the_warning_signal_does_not_interrupt_training_but_a_later_sigterm_does
     assert StopSignal.signum == signal.SIGTERM
     StopSignal.handler(signal.SIGINT, None)  # ignored while the worker cleans up
     assert StopSignal.signum == signal.SIGTERM
+
+
+def test_a_stop_during_a_journal_append_interrupts_once_the_lock_is_let_go(tmp_path):
+    journal = str(tmp_path / "study.journal")
+    lock = JournalAppendLock(journal)
+    with pytest.raises(KeyboardInterrupt), StopSignal.interruptible_section():
+        lock.acquire()
+        StopSignal.handler(signal.SIGTERM, None)  # scancel, while the append holds the lock
+        assert StopSignal.signum == signal.SIGTERM  # noted, not raised inside the lock
+        lock.release()  # raises here, the lock let go
+        pytest.fail("the stop was never raised")
+    # Let go for this process's next append too (the worker's own clean-up writes the trial's end).
+    other = FileLock(tmp_path / "study.journal.lockf")
+    assert other.acquire(blocking=False)
+    other.release()
 
 
 def test_a_worker_arms_its_own_warning_where_the_scheduler_sends_none():

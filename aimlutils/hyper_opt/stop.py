@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -64,6 +65,27 @@ class StopSignal:
     def stopping(cls) -> bool:
         """Whether a stop (not only the warning) was requested: the worker starts no new trial."""
         return cls.signum is not None and cls.signum != WARNING_SIGNAL
+
+    @classmethod
+    @contextlib.contextmanager
+    def shielded(cls) -> Iterator[None]:
+        """No interruption inside, even in an interruptible section: a stop that comes meanwhile
+        interrupts at the end. For a lock's short hold, which an interruption inside would leave
+        taken (the worker's own clean-up would then wait for it forever).
+
+        Signal handlers run in the main thread: other threads are never interrupted, and a
+        shield there would hide the main thread's section.
+        """
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        was, cls.interruptible = cls.interruptible, False
+        try:
+            yield
+        finally:
+            cls.interruptible = was
+        if was and cls.stopping():
+            raise KeyboardInterrupt
 
     @classmethod
     @contextlib.contextmanager

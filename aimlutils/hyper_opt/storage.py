@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import logging
@@ -33,6 +34,7 @@ from aimlutils.hyper_opt.coordination.locks import FileLock
 from aimlutils.hyper_opt.coordination.records import RECORD_ATTR
 from aimlutils.hyper_opt.errors import ConfigError, Problem
 from aimlutils.hyper_opt.resilient import ResilientStorage, StorageUnavailable, resilient, with_retries
+from aimlutils.hyper_opt.stop import StopSignal
 
 logger = logging.getLogger(__name__)
 
@@ -164,13 +166,25 @@ class JournalAppendLock(BaseJournalFileLock):
 
     def __init__(self, journal_path: str) -> None:
         self._lock = FileLock(Path(journal_path + ".lockf"))
+        self._shields: list[contextlib.AbstractContextManager[None]] = []
 
     def acquire(self) -> bool:
-        self._lock.acquire()
+        # A worker's training is interrupted by SIGTERM wherever it is, appends included: one
+        # interrupted inside the lock would leave it taken for the worker's own clean-up.
+        shield = StopSignal.shielded()
+        shield.__enter__()
+        try:
+            self._lock.acquire()
+        except BaseException:
+            shield.__exit__(None, None, None)
+            raise
+        self._shields.append(shield)
         return True
 
     def release(self) -> None:
         self._lock.release()
+        if self._shields:
+            self._shields.pop().__exit__(None, None, None)  # a stop noted meanwhile interrupts now
 
 
 class _RecordWithNextWrite(BaseJournalBackend):
