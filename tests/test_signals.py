@@ -79,6 +79,15 @@ def alive(pids: list[int]) -> list[int]:
     return [pid for pid in pids if pid in live]
 
 
+@pytest.fixture(autouse=True)
+def hangups_not_ignored() -> Iterator[None]:
+    """A suite started under ``nohup`` hands an ignored SIGHUP to every optimize.py it starts,
+    which then rightly goes on through a hangup: these tests are about one that is not ignored."""
+    previous = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+    yield
+    signal.signal(signal.SIGHUP, previous)
+
+
 @pytest.fixture
 def launch() -> Iterator[Callable[..., subprocess.Popen[str]]]:
     """``start_optimize``; whatever still runs at the test's end is stopped with SIGTERM."""
