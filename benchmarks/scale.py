@@ -37,6 +37,7 @@ import logging
 import math
 import os
 import platform
+import re
 import resource
 import shutil
 import statistics
@@ -993,6 +994,15 @@ KNOWN_CRASHES = {
 }
 
 
+def _without_folders(message: str) -> str:
+    """A logged message with the benchmark's temporary study folders named by what they are.
+
+    >>> _without_folders("could not write it in /x/scale-bench-ab12/journal-64-3.3/repro:")
+    "could not write it in the case's save_path:"
+    """
+    return re.sub(r"\S*/scale-bench-[^/\s]+/[^\s:]*", "the case's save_path", message)
+
+
 def _notes(results: list[dict[str, Any]]) -> list[str]:
     """What the table does not show: CPU of the simulation, stuck or crashed workers, warnings."""
     notes = []
@@ -1043,7 +1053,9 @@ def _notes(results: list[dict[str, Any]]) -> list[str]:
         if bad:
             parts.append(
                 "logged: "
-                + "; ".join(f"{n} x {k}" for k, n in sorted(bad.items(), key=lambda kv: -kv[1])[:3])
+                + "; ".join(
+                    f"{n} x {_without_folders(k)}" for k, n in sorted(bad.items(), key=lambda kv: -kv[1])[:3]
+                )
             )
         notes.append(f"{where}: " + ", ".join(parts) + ".")
     return notes
