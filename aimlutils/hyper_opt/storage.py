@@ -166,7 +166,7 @@ class JournalAppendLock(BaseJournalFileLock):
 
     def __init__(self, journal_path: str) -> None:
         self._lock = FileLock(Path(journal_path + ".lockf"))
-        self._shields: list[contextlib.AbstractContextManager[None]] = []
+        self._shield: contextlib.AbstractContextManager[None] | None = None  # while held
 
     def acquire(self) -> bool:
         # A worker's training is interrupted by SIGTERM wherever it is, appends included: one
@@ -178,13 +178,14 @@ class JournalAppendLock(BaseJournalFileLock):
         except BaseException:
             shield.__exit__(None, None, None)
             raise
-        self._shields.append(shield)
+        self._shield = shield
         return True
 
     def release(self) -> None:
         self._lock.release()
-        if self._shields:
-            self._shields.pop().__exit__(None, None, None)  # a stop noted meanwhile interrupts now
+        shield, self._shield = self._shield, None
+        if shield is not None:
+            shield.__exit__(None, None, None)  # a stop noted meanwhile interrupts now
 
 
 class _RecordWithNextWrite(BaseJournalBackend):
