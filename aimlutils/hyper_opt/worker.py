@@ -49,6 +49,7 @@ from aimlutils.hyper_opt.logs import configure_logging
 from aimlutils.hyper_opt.reproduce import TrialRecorder
 from aimlutils.hyper_opt.resilient import StorageUnavailable
 from aimlutils.hyper_opt.stop import LEFT_FOR_LATER_EXIT_CODE, WARNING_SIGNAL, StopSignal, TrialInterrupted
+from aimlutils.hyper_opt.storage import told_trial
 from aimlutils.hyper_opt.worker_setup import (
     build_worker_objective,
     liveness_for,
@@ -147,10 +148,6 @@ class Worker:
         """A new trial of this worker's, a :class:`Room` that says why not, or ``None`` to try again."""
         if self.sweep_turn.take(SWEEP_INTERVAL_S):
             self._sweep()
-        if is_heartbeat_enabled(self.storage):
-            with warnings.catch_warnings():  # experimental in Optuna; chosen on purpose here
-                warnings.simplefilter("ignore", ExperimentalWarning)
-                optuna.storages.fail_stale_trials(self.study)
         claimed = claim_trial(self.study, self.budget, self.claim_lock, self.owners, self.identity)
         if isinstance(claimed, optuna.Trial) and not self.budget.admits(claimed.number):
             self._give_back(claimed)
@@ -229,8 +226,8 @@ class Worker:
     ) -> FrozenTrial:
         """``study.tell`` as ``study.optimize`` does it: without a deep copy of the finished trial
         (its record included), which cost a cheap trial a tenth of its time; the row only reads it."""
-        _tell_with_warning(self.study, trial, values, state)
-        return self.storage.get_trial(trial._trial_id)
+        told_state, told_values, _ = _tell_with_warning(self.study, trial, values, state)
+        return told_trial(self.storage, trial, told_state, told_values)
 
     def _fail(self, trial: optuna.Trial, reason: str) -> None:
         repro = self.objective.repro_fields(trial)
@@ -264,7 +261,14 @@ class Worker:
         return True
 
     def _sweep(self) -> None:
-        """Fail the trials of dead workers, so their places are not held to the end."""
+        """Fail the trials of dead workers, so their places are not held to the end: by their
+        owner files, and on an RDB storage by their heartbeats too (Optuna's ``study.optimize``
+        asks at every trial; a dead worker's heartbeat is minutes old, so once per sweep is as
+        soon, and a thousand workers do not each read every running trial at each claim)."""
+        if is_heartbeat_enabled(self.storage):
+            with warnings.catch_warnings():  # experimental in Optuna; chosen on purpose here
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                optuna.storages.fail_stale_trials(self.study)
         sweep_dead_trials(
             self.study,
             self.storage,

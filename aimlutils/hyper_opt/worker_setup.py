@@ -101,4 +101,8 @@ def worker_storage(cfg: RunConfig, index: int) -> optuna.storages.BaseStorage:
     """The study's storage as a worker holds it: one database connection, or none through the proxy."""
     proxy = client_opener(cfg.paths) if cfg.optuna.proxy_section is not None else None
     name = f"aimlutils worker {index} {cfg.study_name}"
-    return open_storage(cfg.storage, wait_s=cfg.optuna.storage_wait_s, connections=1, proxy=proxy, name=name)
+    # Cached as in plain Optuna (``get_storage``): a trial's suggestions, reads and the sampler's
+    # view of the study ask the database for new and unfinished trials only.
+    return open_storage(
+        cfg.storage, wait_s=cfg.optuna.storage_wait_s, connections=1, proxy=proxy, name=name, cached=True
+    )
