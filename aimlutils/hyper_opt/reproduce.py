@@ -63,7 +63,14 @@ def content_id(data: Any) -> str:
         >>> content_id({"a": 1, "b": [2]}) == content_id({"b": [2], "a": 1})
         True
     """
-    text = json.dumps(data, sort_keys=True, default=str)
+    return _text_id(_canonical_json(data))
+
+
+def _canonical_json(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, default=str)
+
+
+def _text_id(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -217,13 +224,19 @@ class TrialRecorder:
         self._out: IO[str] | None = None
 
     def note_config(self, number: int, conf: Mapping[str, Any]) -> None:
-        config_id = config_id_of(conf)
+        try:
+            text = _canonical_json(conf)
+        except (TypeError, ValueError) as err:
+            logger.warning("could not keep trial %d's config in %s: %s", number, self._file, err)
+            return
+        config_id = _text_id(text)
         if config_id not in self._written:
             try:
                 if self._out is None:
                     self._file.parent.mkdir(parents=True, exist_ok=True)
                     self._out = open(self._file, "a", encoding="utf-8")  # noqa: SIM115 (kept open)
-                self._out.write(json.dumps({"id": config_id, "config": conf}, default=str) + "\n")
+                # The text its id was made of (one encoding of the config per trial, not two).
+                self._out.write(f'{{"id": "{config_id}", "config": {text}}}\n')
                 self._out.flush()  # on disk before training: a worker killed mid-trial keeps it
             except (OSError, TypeError, ValueError) as err:
                 logger.warning("could not keep trial %d's config in %s: %s", number, self._file, err)

@@ -69,9 +69,15 @@ def is_outage(err: BaseException) -> bool:
 
 
 def with_retries(
-    attempt: Callable[[bool], T], limit_s: float, where: str, before_retry: Callable[[], None] | None = None
+    attempt: Callable[[bool], T],
+    limit_s: float,
+    where: str,
+    before_retry: Callable[[], None] | None = None,
+    failed: Exception | None = None,
 ) -> T:
     """``attempt(first)``, tried again with backoff while it fails with an outage (:func:`is_outage`).
+
+    ``failed``: the outage a first attempt, made by the caller, already met; the next is a retry.
 
     Raises:
         StorageUnavailable: past ``limit_s`` seconds of outage.
@@ -80,6 +86,9 @@ def with_retries(
     delay = _BACKOFF_FIRST_S
     while True:
         try:
+            if failed is not None:
+                err, failed = failed, None
+                raise err
             result = attempt(started is None)
         except Exception as err:
             if not is_outage(err):
@@ -133,6 +142,13 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
         return self.__dict__.copy()
 
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        try:  # the usual case, without the retry loop's frames: a cheap trial makes dozens of calls
+            return getattr(self.backend, name)(*args, **kwargs)
+        except Exception as err:
+            if not is_outage(err):
+                raise
+            outage = err
+
         def attempt(first: bool) -> Any:
             try:
                 return getattr(self.backend, name)(*args, **kwargs)
@@ -142,7 +158,7 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
                     return self._already_told(*args, **kwargs)
                 raise
 
-        return with_retries(attempt, self.limit_s, self.where, self._reconnect)
+        return with_retries(attempt, self.limit_s, self.where, self._reconnect, failed=outage)
 
     def remove_session(self) -> None:
         self.backend.remove_session()

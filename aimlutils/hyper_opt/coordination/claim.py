@@ -24,17 +24,20 @@ def claim_trial(
     The lock covers the budget check, the ask and the owner file, so no other worker counts the
     budget between them, and a trial never exists without an owner for longer than a file write.
 
-    The budget is asked once before the lock too. A worker told the study is done or full then
-    leaves without joining the queue (when a thousand trials end together, most of the queue),
-    and one that goes on has read the storage's news first: a journal replays every entry the
-    other workers wrote since its last claim, which would otherwise hold up everyone queued
-    behind it. A study never stops being done, and a full study that gains room is seen at the
-    worker's next poll, so the answer without the lock is never wrong for long.
+    When the lock is taken, the budget is asked once before queueing for it too. A worker told
+    the study is done or full then leaves without joining the queue (when a thousand trials end
+    together, most of the queue), and one that goes on has read the storage's news first: a
+    journal replays every entry the other workers wrote since its last claim, which would
+    otherwise hold up everyone queued behind it. A study never stops being done, and a full study
+    that gains room is seen at the worker's next poll, so the answer without the lock is never
+    wrong for long. A free lock is taken at once, and the budget asked once, under it.
     """
-    room = budget.check()
-    if room is not Room.START:
-        return room
-    with lock:
+    if not lock.acquire(blocking=False):
+        room = budget.check()
+        if room is not Room.START:
+            return room
+        lock.acquire()
+    try:
         room = budget.check()
         if room is not Room.START:
             return room
@@ -44,4 +47,6 @@ def claim_trial(
             warnings.filterwarnings("ignore", "Heartbeat of storage", UserWarning)
             trial = study.ask()
         owners.mark(trial.number, identity)
+    finally:
+        lock.release()
     return trial
