@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import marshal
 import math
 import numbers
 import tempfile
@@ -175,11 +176,27 @@ class BaseObjective:
 
 
 def _copy(value: Any) -> Any:
-    """A deep copy of YAML data (dicts, lists, scalars), several times faster than ``deepcopy``."""
+    """A deep copy of YAML data (dicts, lists, scalars), several times faster than ``deepcopy``:
+    through ``marshal`` (C code) when it holds only the types marshal knows, else a walk.
+
+    Example:
+        >>> import datetime
+        >>> conf = {"a": [1, {"b": 2.0}], "when": datetime.date(2026, 1, 1)}
+        >>> copied = _copy(conf)
+        >>> copied == conf, copied["a"][1] is conf["a"][1]
+        (True, False)
+    """
+    try:
+        return marshal.loads(marshal.dumps(value))  # noqa: S302 - bytes made here, a line above
+    except ValueError:  # a date, a custom tag's object
+        return _walk_copy(value)
+
+
+def _walk_copy(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: _copy(v) for k, v in value.items()}
+        return {k: _walk_copy(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_copy(v) for v in value]
+        return [_walk_copy(v) for v in value]
     if isinstance(value, (str, int, float, bool, type(None))):
         return value
     return copy.deepcopy(value)

@@ -142,12 +142,15 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
         return self.__dict__.copy()
 
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        try:  # the usual case, without the retry loop's frames: a cheap trial makes dozens of calls
+        try:
             return getattr(self.backend, name)(*args, **kwargs)
         except Exception as err:
             if not is_outage(err):
                 raise
-            outage = err
+            return self._retry(err, name, *args, **kwargs)
+
+    def _retry(self, outage: Exception, name: str, *args: Any, **kwargs: Any) -> Any:
+        """``name(*args, **kwargs)`` once more and on, its first attempt having met ``outage``."""
 
         def attempt(first: bool) -> Any:
             try:
@@ -193,7 +196,13 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
 
 def _retrying(name: str) -> Callable[..., Any]:
     def method(self: ResilientStorage, *args: Any, **kwargs: Any) -> Any:
-        return self._call(name, *args, **kwargs)
+        # The usual case in one frame, without the retry loop's: a cheap trial makes dozens of calls.
+        try:
+            return getattr(self.backend, name)(*args, **kwargs)
+        except Exception as err:
+            if not is_outage(err):
+                raise
+            return self._retry(err, name, *args, **kwargs)
 
     method.__name__ = name
     method.__doc__ = f"``{name}`` of the wrapped storage, waiting out outages."

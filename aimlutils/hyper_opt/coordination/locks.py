@@ -119,6 +119,13 @@ class FileLock:
     ) -> None:
         self.release()
 
+    @property
+    def fd(self) -> int:
+        """The locked file's descriptor (this process's one), for reads and writes under the lock."""
+        if not self.held:
+            raise RuntimeError(f"{self.path}: take the lock before reading or writing the file")
+        return self._shared().fd
+
     @contextlib.contextmanager
     def text(self) -> Iterator[io.TextIOWrapper]:
         """The locked file itself, as text from its start, while the lock is held.

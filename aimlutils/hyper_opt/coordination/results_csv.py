@@ -24,6 +24,8 @@ FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 _HEAD = ["trial", "state", "value"]
 _WORKER = ["worker", "host", "node", "gpu", "pid", "job_id"]
 _TAIL = ["duration_s", "datetime_start", "datetime_complete", *_WORKER, "continues", "fail_reason"]
+#: Bytes read to find the header line (a longer header takes the slower way through a text file).
+_HEADER_READ = 1 << 16
 
 
 def trial_row(trial: FrozenTrial) -> dict[str, Any]:
@@ -90,6 +92,18 @@ class ResultsCsv:
 
     def append(self, row: Mapping[str, Any]) -> None:
         """Append ``row``; rewrite the file with a wider header when the row brings new columns."""
+        with self._lock:
+            # The usual case in plain reads and writes on the lock's descriptor: the header's
+            # columns hold the row's, and the row goes at the end.
+            fd = self._lock.fd
+            head = os.pread(fd, _HEADER_READ, 0)
+            if b"\n" in head:
+                header = next(csv.reader([head[: head.index(b"\n") + 1].decode("utf-8")]))
+                if set(row) <= set(header):
+                    out = io.StringIO()
+                    csv.DictWriter(out, header).writerow(row)
+                    _write_all(fd, out.getvalue().encode("utf-8"), os.lseek(fd, 0, os.SEEK_END))
+                    return
         with self._locked() as fh:
             first = fh.readline()
             header = next(csv.reader([first])) if first.strip() else []
@@ -108,6 +122,12 @@ class ResultsCsv:
         with self._locked() as fh:
             _rewrite(fh, _header([], [k for r in rows for k in r]), rows)
         return len(rows)
+
+
+def _write_all(fd: int, data: bytes, offset: int) -> None:
+    while data:
+        written = os.pwrite(fd, data, offset)
+        data, offset = data[written:], offset + written
 
 
 def _rewrite(fh: io.TextIOWrapper, header: list[str], rows: Iterable[Mapping[str, Any]]) -> None:
