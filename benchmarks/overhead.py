@@ -4,10 +4,13 @@ Per trial: a null objective over the same three parameters (one of them written 
 config by colon path), RandomSampler, one worker, run through plain ``study.optimize`` and through
 the full worker path (checked config, the user's Objective class, colon-path updates and
 custom_updates, the budget check under the claim lock, the owner file, the trial's record, the CSV
-row). Each side notes when each trial's objective starts; the cost per trial is the slope between
-two trial numbers (``--from`` and ``--trials``), so start-up is left out. Plain Optuna and the
-worker path run as interleaved pairs on the same storage (the order swapped every other pair);
-the ratio reported is the median of the pairs' ratios.
+row). Each side notes when each trial's objective starts. The two sides of a pair run at the same
+time, each in a process of its own on a core of its own and on a storage of its own kind, and
+start their first trials together; each side's cost per trial is taken over the stretch of time
+when both are past trial ``--from`` and neither has ended, so start-up is left out, and a shared
+disk whose fsyncs slow down for a while, or a CPU that does, slows both alike. Pairs come in
+couples, the second with the sides' cores traded; the ratio reported is the median of the
+couples' ratios (each the geometric mean of its two pairs').
 
 Start-up: from starting ``python optimize.py hyper.yml model.yml`` to the first trial running (the
 objective writes a marker file with the time at its first call), against a plain Optuna script
@@ -21,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import math
+import multiprocessing
 import os
 import platform
 import statistics
@@ -30,6 +35,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import optuna
 import yaml
@@ -120,6 +126,10 @@ COMMANDS = {
 }
 
 
+def _go() -> None:
+    """Start at once (a side run alone)."""
+
+
 def storage_url(kind: str, folder: Path) -> str | None:
     return None if kind == "journal file" else f"sqlite:///{folder}/study.db"
 
@@ -132,7 +142,7 @@ def plain_storage(kind: str, folder: Path) -> optuna.storages.BaseStorage:
     return JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
 
 
-def plain_optuna(kind: str, folder: Path, n_trials: int) -> list[float]:
+def plain_optuna(kind: str, folder: Path, n_trials: int, ready: Callable[[], None] = _go) -> list[float]:
     """When each trial's objective started, through plain ``study.optimize``."""
     sampler = optuna.samplers.RandomSampler(seed=0)
     study = optuna.create_study(study_name="plain", storage=plain_storage(kind, folder), sampler=sampler)
@@ -145,6 +155,7 @@ def plain_optuna(kind: str, folder: Path, n_trials: int) -> list[float]:
         trial.suggest_int("num_layers", 1, 4)
         return lr + dropout
 
+    ready()
     study.optimize(objective, n_trials=n_trials)
     return starts
 
@@ -171,12 +182,13 @@ def write_study(folder: Path, kind: str, n_trials: int, marker: Path | None = No
     return folder / "hyper.yml"
 
 
-def full_worker(kind: str, folder: Path, n_trials: int) -> list[float]:
+def full_worker(kind: str, folder: Path, n_trials: int, ready: Callable[[], None] = _go) -> list[float]:
     """When each trial's ``train`` started, through one worker of the package."""
     hyper = write_study(folder, kind, n_trials)
     cfg = load_config(hyper, folder / "model.yml")
     create_or_load(cfg, open_storage(cfg.storage), 1)
     worker = Worker(cfg)
+    ready()
     ran = worker.run()
     rows = len(cfg.csv_path.read_text().splitlines())
     if ran != n_trials or rows != n_trials + 1:
@@ -185,28 +197,84 @@ def full_worker(kind: str, folder: Path, n_trials: int) -> list[float]:
     return starts
 
 
-def slope_ms(starts: list[float], first: int) -> float:
-    """Milliseconds per trial between trial ``first`` and the last one."""
-    return 1000 * (starts[-1] - starts[first]) / (len(starts) - 1 - first)
+def window_ms(starts: list[float], low: float, high: float) -> float:
+    """Milliseconds per trial among the trials that started between ``low`` and ``high``."""
+    inside = [t for t in starts if low <= t <= high]
+    if len(inside) < 3:
+        raise RuntimeError("the two sides overlapped by fewer than 3 trials: raise --trials")
+    return 1000 * (inside[-1] - inside[0]) / (len(inside) - 1)
 
 
-Runner = Callable[[str, Path, int], list[float]]
+Runner = Callable[..., list[float]]
+SIDES: dict[str, Runner] = {"plain": plain_optuna, "worker": full_worker}
+
+
+def _side(name: str, kind: str, n_trials: int, cpu: int | None, barrier: Any, out: Any) -> None:
+    """One side of a pair, in its own process (on its own core when there are two)."""
+    if cpu is not None:
+        os.sched_setaffinity(0, {cpu})
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            out.send(SIDES[name](kind, Path(tmp), n_trials, barrier.wait))
+    except BaseException as err:
+        barrier.abort()
+        out.send(err)
+
+
+def pair_ms(kind: str, n_trials: int, first: int, swap: bool = False) -> tuple[float, float]:
+    """(plain Optuna, worker path) milliseconds per trial, both run at the same time.
+
+    Each side runs in a process of its own, on a core of its own, both starting their first
+    trial together; each side's cost is taken over the stretch of time when both were past trial
+    ``first`` and neither had ended. A disk whose fsyncs slow down for a while (shared with other
+    jobs) or a CPU that slows down then slows both sides alike. ``swap`` trades the sides' cores.
+    """
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(2)
+    cpus = sorted(os.sched_getaffinity(0))[:2]
+    if swap:
+        cpus.reverse()
+    procs, pipes = [], {}
+    for i, name in enumerate(SIDES):
+        here, there = ctx.Pipe(duplex=False)
+        cpu = cpus[i] if len(cpus) >= 2 else None
+        proc = ctx.Process(target=_side, args=(name, kind, n_trials, cpu, barrier, there))
+        proc.start()
+        procs.append(proc)
+        pipes[name] = here
+    starts = {}
+    for name, pipe in pipes.items():
+        got = pipe.recv()
+        if isinstance(got, BaseException):
+            raise RuntimeError(f"the {name} side failed: {got!r}") from got
+        starts[name] = got
+    for proc in procs:
+        proc.join()
+    low = max(s[first] for s in starts.values())
+    high = min(s[-1] for s in starts.values())
+    return window_ms(starts["plain"], low, high), window_ms(starts["worker"], low, high)
 
 
 def per_trial(kind: str, n_trials: int, first: int, repeats: int) -> list[tuple[float, float]]:
-    """``repeats`` pairs of (plain Optuna, worker path) milliseconds per trial, interleaved."""
-    pairs = []
-    for repeat in range(repeats):
-        sides: list[tuple[str, Runner]] = [("plain", plain_optuna), ("worker", full_worker)]
-        if repeat % 2:  # a machine that slows down or speeds up favours neither side
-            sides.reverse()
-        ms = {}
-        for name, runner in sides:
-            with tempfile.TemporaryDirectory() as tmp:
-                ms[name] = slope_ms(runner(kind, Path(tmp), n_trials), first)
-        pairs.append((ms["plain"], ms["worker"]))
-        print(f"{kind}: plain {ms['plain']:.3f} ms, worker {ms['worker']:.3f} ms per trial", flush=True)
-    return pairs
+    """``repeats`` couples of pairs, as (plain Optuna, worker path) milliseconds per trial.
+
+    The two cores of a machine are not alike (one takes the disk's interrupts, say), and a side
+    that runs on the quicker one gains over the other: each couple runs one pair, then the same
+    with the sides' cores traded, and its figures are the geometric means of the two, where the
+    cores' difference cancels out.
+    """
+    couples = []
+    for _ in range(repeats):
+        runs = [pair_ms(kind, n_trials, first, swap=swap) for swap in (False, True)]
+        for (plain, worker), swap in zip(runs, ("", ", cores traded"), strict=True):
+            print(f"{kind}: plain {plain:.3f} ms, worker {worker:.3f} ms per trial{swap}", flush=True)
+        couples.append((_geometric_mean([p for p, _ in runs]), _geometric_mean([w for _, w in runs])))
+    return couples
+
+
+def _geometric_mean(values: list[float]) -> float:
+    return math.prod(values) ** (1 / len(values))
 
 
 def _env() -> dict[str, str]:
@@ -290,8 +358,8 @@ def per_trial_table(
 ) -> str:
     rows = [
         "| storage | trials | plain Optuna (ms/trial) | aimlutils worker (ms/trial) "
-        "| ratio (median of pairs) "
-        "| ratios of the pairs |",
+        "| ratio (median of couples) "
+        "| ratios of the couples |",
         "|---|---|---|---|---|---|",
     ]
     for kind, pairs in results.items():
@@ -336,7 +404,7 @@ def main() -> None:
         "--sqlite-trials", type=int, default=1500, help="trials per SQLite run, ten times slower (1500)"
     )
     parser.add_argument("--from", dest="first", type=int, default=500, help="slope from this trial (500)")
-    parser.add_argument("--repeats", type=int, default=3, help="pairs per storage (default 3)")
+    parser.add_argument("--repeats", type=int, default=3, help="couples of pairs per storage (default 3)")
     parser.add_argument("--startup-repeats", type=int, default=7, help="start-up pairs (default 7)")
     parser.add_argument("--import-repeats", type=int, default=3, help="importtime runs per command (3)")
     parser.add_argument("--storages", default=",".join(STORAGES), help="journal file, sqlite")
@@ -361,18 +429,21 @@ def main() -> None:
         "one worker) through plain `study.optimize` and through the full worker path (checked config,\n"
         "the user's `Objective` class, colon-path updates, `custom_updates`, the `n_trials` budget\n"
         "check under its lock, the owner file, the trial's record, one CSV row per trial), on the same\n"
-        "storage. The cost per trial is the slope of the objective's start times between two trial\n"
-        "numbers, so start-up is left out; plain Optuna and the worker path run as interleaved pairs\n"
-        f"({args.repeats} per storage), and the ratio is the median of the pairs' ratios. "
-        "The target is at most 1.10.\n\n"
+        "storage kind. The two sides of a pair run at the same time, each in its own process on its\n"
+        "own core with its own study, and start their first trials together; each side's cost per\n"
+        "trial is the time per trial started while both were past the first trials of the range and\n"
+        "neither had ended, so start-up is left out, and a disk or CPU that slows down for a while\n"
+        "slows both alike. The two cores are not alike (one takes the disk's interrupts), so pairs\n"
+        "come in couples, the second with the sides' cores traded, and a couple's figures are the\n"
+        f"geometric means of its two pairs'. {args.repeats} couples per storage; the ratio is the\n"
+        "median of the couples' ratios. The target is at most 1.10.\n\n"
         f"{per_trial_table(results, trials, args.first)}\n\n"
-        "Writes per trial: on the journal file both sides append five times (each append a lock and\n"
-        "an fsync), as the worker's record goes out with the tell; what the worker adds is CPU and\n"
-        "small files (claim lock, owner file, CSV row, applied config). On SQLite the record goes in\n"
-        "the tell's transaction too, but the worker's storage has Optuna's heartbeat (a write as each\n"
-        "trial starts): six commits per trial against plain Optuna's five. The disk here is shared\n"
-        "with other jobs' databases, so an fsync's cost varies from run to run; hence pairs and\n"
-        "medians.\n\n"
+        "Writes per trial: both sides commit five times (journal: five appends, each a lock and an\n"
+        "fsync; SQLite: five transactions), as the worker's record goes out with the tell and, on\n"
+        "SQLite, the trial's first heartbeat with its first parameter. What the worker adds is CPU,\n"
+        "one read of the budget and one of the trial's end time, and small files (claim lock, owner\n"
+        "file, CSV row, applied config). The disk here is shared with other jobs, so an fsync's cost\n"
+        "varies from minute to minute; hence sides run together, pairs and medians.\n\n"
         "### Start-up\n\n"
         "From starting `python optimize.py hyper.yml model.yml` (a new study on the default journal\n"
         "file, local workers) to the first trial's objective running, against a plain Optuna script\n"
