@@ -106,6 +106,14 @@ def service_url(kind: str) -> str:
         pytest.skip(message)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Two lanes under pytest-xdist's ``--dist loadgroup`` (the test command's ``-n 2``): the
+    SLURM tests, which mostly wait for the test cluster, in one; every other test in the other."""
+    for item in items:
+        lane = "cluster" if item.get_closest_marker("slurm") else "main"
+        item.add_marker(pytest.mark.xdist_group(lane))
+
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -28,6 +28,9 @@ from aimlutils.hyper_opt.worker import Worker
 from tests.conftest import MODEL, hyper_config, service_url, under_ci
 from tests.test_local_run import load_study, start_optimize, states
 
+# They stop the machine's databases: no other test may use them meanwhile.
+pytestmark = pytest.mark.exclusive
+
 OUTAGE_S = 30.0
 
 

@@ -14,6 +14,7 @@ from typing import TypeVar
 
 import psycopg
 import pymysql
+import pytest
 import yaml
 from optuna.trial import TrialState
 
@@ -22,6 +23,9 @@ from tests.conftest import service_url
 from tests.test_local_run import load_study, start_optimize, states
 
 T = TypeVar("T")
+
+# They count the database's connections and fill it with workers: no other test may use it meanwhile.
+pytestmark = pytest.mark.exclusive
 
 
 def _pg_connections(prefix: str) -> dict[str, int]:
