@@ -16,13 +16,13 @@ import optuna
 import pytest
 import sqlalchemy
 from optuna.exceptions import StorageInternalError
-from optuna.storages import InMemoryStorage
+from optuna.storages import InMemoryStorage, RDBStorage
 from optuna.study._tell import _tell_with_warning
 from optuna.trial import TrialState
 
 from aimlutils.hyper_opt.api import _open_study, read_config
 from aimlutils.hyper_opt.base_objective import BaseObjective
-from aimlutils.hyper_opt.coordination import RunningTrials, write_record
+from aimlutils.hyper_opt.coordination import RECORD_ATTR, RunningTrials, write_record
 from aimlutils.hyper_opt.resilient import ResilientStorage
 from aimlutils.hyper_opt.storage import StorageSpec, open_storage, parse_storage, told_trial
 from aimlutils.hyper_opt.worker import Worker
@@ -114,6 +114,21 @@ def test_a_trials_first_heartbeat_rides_with_its_next_write(kind, tmp_path):
     study._storage.record_heartbeat(quiet._trial_id)
     study._storage.record_heartbeat(quiet._trial_id)
     assert heartbeats(quiet) == 1
+
+
+@pytest.mark.parametrize("kind", DATABASES)
+def test_a_record_already_on_a_running_trial_does_not_stop_its_tell(kind, tmp_path):
+    """A sweep that took the worker for dead wrote its record, then died before failing it."""
+    study = _worker_study(kind, tmp_path)
+    trial = study.ask()
+    trial.suggest_float("x", 0, 1)
+    RDBStorage.set_trial_user_attr(_rdb(study), trial._trial_id, RECORD_ATTR, {"fail_reason": "gone"})
+    write_record(trial, results={"val_loss": 0.5})
+    study.tell(trial, 0.5)
+    stored = study._storage.get_trial(trial._trial_id)
+    assert stored.state == TrialState.COMPLETE and stored.user_attrs[RECORD_ATTR] == {
+        "results": {"val_loss": 0.5}
+    }
 
 
 class _Quick(BaseObjective):

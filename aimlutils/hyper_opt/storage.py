@@ -339,6 +339,20 @@ class _RecordWithTell(RDBStorage):
             if record_row in session:  # not left for the thread's next write
                 session.expunge(record_row)
             raise
+        if not told:
+            # Refused for a duplicate key, all of it: a record was there already (a sweep that
+            # took this worker for dead wrote one, and died before failing the trial). Told
+            # again with Optuna's upsert, which replaces it.
+            session = self.scoped_session()
+            try:
+                self._set_trial_attr_without_commit(
+                    session, models.TrialUserAttributeModel, trial_id, RECORD_ATTR, record
+                )
+            except BaseException:
+                session.rollback()
+                session.close()
+                raise
+            told = super().set_trial_state_values(trial_id, state, values)
         # Kept until written: a tell that fails (an outage) is tried again with the record in it.
         self._held.pop(trial_id, None)
         return told
@@ -375,6 +389,8 @@ def told_trial(
         completed = with_retries(
             lambda _: rdb.completed_at(trial._trial_id), resilient_layer.limit_s, resilient_layer.where
         )
+    if completed is None:  # not stored as ended after all: the trial as it is
+        return storage.get_trial(trial._trial_id)
     mine = trial._cached_frozen_trial
     return FrozenTrial(
         number=mine.number,
