@@ -106,6 +106,7 @@ def service_url(kind: str) -> str:
         pytest.skip(message)
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own, which reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Two lanes under pytest-xdist's ``--dist loadgroup`` (the test command's ``-n 2``): the
     SLURM tests, which mostly wait for the test cluster, in one; every other test in the other."""

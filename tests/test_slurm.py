@@ -28,12 +28,22 @@ pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster", "cance
 
 @pytest.fixture
 def cancel_leftover_jobs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """A failed test must not leave jobs holding the cluster's GPUs for the next one."""
+    """A failed test must not leave jobs holding the cluster's GPUs for the next one: they are
+    cancelled, and the next test starts once they have left the queue (a cancelled job holds its
+    node until its processes are gone; the next test's jobs would wait behind it)."""
     yield
     base = tmp_path_factory.getbasetemp()
     ids = [job["job_id"] for path in base.rglob("jobs.json") for job in json.loads(path.read_text())]
-    if ids:
-        subprocess.run(["scancel", *ids], capture_output=True, check=False)
+    if not ids:
+        return
+    subprocess.run(["scancel", *ids], capture_output=True, check=False)
+    ours = {str(i).partition("_")[0] for i in ids}
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        queue = subprocess.run(["squeue", "-h", "-o", "%F"], capture_output=True, text=True)  # array job ids
+        if queue.returncode == 0 and not ours & set(queue.stdout.split()):
+            return
+        time.sleep(1)
 
 
 def run(hyper: Path, model: Path, *args: str) -> subprocess.CompletedProcess[str]:
