@@ -49,7 +49,7 @@ from aimlutils.hyper_opt.logs import configure_logging
 from aimlutils.hyper_opt.reproduce import TrialRecorder
 from aimlutils.hyper_opt.resilient import StorageUnavailable
 from aimlutils.hyper_opt.stop import LEFT_FOR_LATER_EXIT_CODE, WARNING_SIGNAL, StopSignal, TrialInterrupted
-from aimlutils.hyper_opt.storage import told_trial
+from aimlutils.hyper_opt.trial_writes import told_trial
 from aimlutils.hyper_opt.worker_setup import (
     build_worker_objective,
     liveness_for,
