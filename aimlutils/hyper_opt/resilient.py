@@ -119,6 +119,21 @@ def with_retries(
         return result
 
 
+def _retrying(name: str) -> Callable[..., Any]:
+    def method(self: ResilientStorage, *args: Any, **kwargs: Any) -> Any:
+        # The usual case in one frame, without the retry loop's: a cheap trial makes dozens of calls.
+        try:
+            return getattr(self.backend, name)(*args, **kwargs)
+        except Exception as err:
+            if not is_outage(err):
+                raise
+            return self._retry(err, name, *args, **kwargs)
+
+    method.__name__ = name
+    method.__doc__ = f"``{name}`` of the wrapped storage, waiting out outages."
+    return method
+
+
 class ResilientStorage(BaseStorage, BaseHeartbeat):
     """Wraps a storage so that each call survives an outage of up to ``limit_s`` seconds.
 
@@ -140,14 +155,6 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
 
     def __getstate__(self) -> dict[str, Any]:
         return self.__dict__.copy()
-
-    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return getattr(self.backend, name)(*args, **kwargs)
-        except Exception as err:
-            if not is_outage(err):
-                raise
-            return self._retry(err, name, *args, **kwargs)
 
     def _retry(self, outage: Exception, name: str, *args: Any, **kwargs: Any) -> Any:
         """``name(*args, **kwargs)`` once more and on, its first attempt having met ``outage``."""
@@ -179,11 +186,8 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
 
     # Heartbeats, for RDB storages: the same retries.
 
-    def record_heartbeat(self, trial_id: int) -> None:
-        self._call("record_heartbeat", trial_id)
-
-    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
-        return self._call("_get_stale_trial_ids", study_id)
+    record_heartbeat = _retrying("record_heartbeat")
+    _get_stale_trial_ids = _retrying("_get_stale_trial_ids")
 
     def get_heartbeat_interval(self) -> int | None:
         backend = self.backend
@@ -192,21 +196,6 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
     def get_heartbeat_stale_trial_callback(self) -> Any:
         backend = self.backend
         return backend.get_heartbeat_stale_trial_callback() if isinstance(backend, BaseHeartbeat) else None
-
-
-def _retrying(name: str) -> Callable[..., Any]:
-    def method(self: ResilientStorage, *args: Any, **kwargs: Any) -> Any:
-        # The usual case in one frame, without the retry loop's: a cheap trial makes dozens of calls.
-        try:
-            return getattr(self.backend, name)(*args, **kwargs)
-        except Exception as err:
-            if not is_outage(err):
-                raise
-            return self._retry(err, name, *args, **kwargs)
-
-    method.__name__ = name
-    method.__doc__ = f"``{name}`` of the wrapped storage, waiting out outages."
-    return method
 
 
 _PASSED_THROUGH = ("remove_session",)  # called after each request by Optuna; nothing to retry
