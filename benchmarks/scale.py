@@ -214,7 +214,7 @@ def install_counters() -> Counters:
     from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
 
     from aimlutils.hyper_opt.coordination import FileLock, ResultsCsv, RunningTrials, StudyTurn
-    from aimlutils.hyper_opt.resilient import ResilientStorage
+    from aimlutils.hyper_opt.resilient import RETRIED_METHODS, ResilientStorage
 
     counters = Counters()
     _wrap(RunningTrials, "mark", lambda self, *a, **k: counters.file("owner file written"))
@@ -233,7 +233,8 @@ def install_counters() -> Counters:
         return read_address(path)
 
     ProxyAddress.read = staticmethod(counted_read)  # type: ignore[method-assign,assignment]
-    _wrap(ResilientStorage, "_call", lambda self, name, *a, **k: counters.call(name))
+    for name in RETRIED_METHODS:
+        _wrap(ResilientStorage, name, lambda self, *a, _name=name, **k: counters.call(_name))
 
     acquire, release = FileLock.acquire, FileLock.release
 
@@ -750,7 +751,9 @@ def run_case(
             assert child.stdout is not None
             line = child.stdout.readline()
             if not line.startswith("ready"):
-                raise RuntimeError(f"a worker process did not start: {line!r}")
+                log = (folder / f"process-{children.index(child)}.log").read_text().strip()
+                last = log.splitlines()[-1] if log else f"no output; it said {line!r}"
+                raise RuntimeError(f"a worker process did not start: {last}")
         build_s = time.time() - build_started
 
         def pids() -> list[int]:
@@ -895,9 +898,10 @@ def _row(r: dict[str, Any]) -> str:
     c = r["case"]
     head = f"| {_label(r)} | {c['workers']} | {c['rate']:.1f} | {r['trial_s']:.1f} s |"
     if "refused" in r:
-        return head + f" refused by the connection check ({r['fit']} fit) |" + " |" * 7
+        return head + f" refused by the connection check ({r['fit']} fit) |" + " |" * (_COLUMNS - 5)
     if "error" in r:
-        return head + f" did not run: {r['error'][:150]} |" + " |" * 7
+        error = r["error"][:150].replace("|", "/").replace("\n", " ")
+        return head + f" did not run: {error} |" + " |" * (_COLUMNS - 5)
     util = f"{r['utilisation'] * 100:.1f}%" if r["utilisation"] is not None else "-"
     conns = "-" if r["connections_max"] is None else str(r["connections_max"])
     done = r["final_states"].get("COMPLETE", 0)
@@ -916,6 +920,7 @@ TABLE_HEAD = (
     " tell p50 / p99 | DB connections (max) | trials/s | file ops/min (per trial) | crashed |"
     " COMPLETE |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
+_COLUMNS = TABLE_HEAD.splitlines()[0].count("|") - 1
 
 
 def render(results: list[dict[str, Any]], args: argparse.Namespace, total_s: float) -> str:

@@ -7,6 +7,7 @@ the study's end (every trial finished, no worker crashed) are checked.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -93,6 +94,20 @@ def test_scale_smoke_run_writes_a_well_formed_section_and_keeps_the_others(tmp_p
             assert 0 < r["connections_max"] <= r["case"]["workers"], where
         if where == "proxy":  # the proxy's pool only
             assert 0 < r["connections_max"] <= 4, where
+
+
+def test_a_scale_case_that_did_not_run_keeps_the_table_well_formed(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # as when run as a script
+    import scale
+
+    case = scale.Case(storage="journal", workers=6, rate=15.0, trials_per_worker=2)
+    width = scale.TABLE_HEAD.splitlines()[0].count("|")
+    base = {"case": dataclasses.asdict(case), "trial_s": case.trial_s}
+    failed = {**base, "error": "RuntimeError: a | in the message\nand a second line"}
+    refused = {**base, "refused": "too many connections", "fit": 3}
+    for result in (failed, refused):
+        row = scale._row(result)
+        assert row.count("|") == width and "\n" not in row, row
 
 
 def _table_after(text: str, heading: str) -> list[list[str]]:

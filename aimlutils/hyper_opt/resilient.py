@@ -184,10 +184,8 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
     def _already_told(self, trial_id: int, state: TrialState, values: Any = None) -> bool:
         return self.backend.get_trial(trial_id).state == state
 
-    # Heartbeats, for RDB storages: the same retries.
-
-    record_heartbeat = _retrying("record_heartbeat")
-    _get_stale_trial_ids = _retrying("_get_stale_trial_ids")
+    # Heartbeats, for RDB storages: ``record_heartbeat`` and ``_get_stale_trial_ids`` are retried
+    # as every storage call is (below).
 
     def get_heartbeat_interval(self) -> int | None:
         backend = self.backend
@@ -199,11 +197,17 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
 
 
 _PASSED_THROUGH = ("remove_session",)  # called after each request by Optuna; nothing to retry
-for _name in [
-    n
-    for n in dir(BaseStorage)
-    if not n.startswith("_") and callable(getattr(BaseStorage, n)) and n not in _PASSED_THROUGH
-]:
+RETRIED_METHODS: tuple[str, ...] = (
+    *(
+        n
+        for n in dir(BaseStorage)
+        if not n.startswith("_") and callable(getattr(BaseStorage, n)) and n not in _PASSED_THROUGH
+    ),
+    "record_heartbeat",
+    "_get_stale_trial_ids",
+)
+"""The storage calls a :class:`ResilientStorage` retries, each through a ``_retrying`` method."""
+for _name in RETRIED_METHODS:
     setattr(ResilientStorage, _name, _retrying(_name))
 ResilientStorage.__abstractmethods__ = frozenset()
 
