@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 from aimlutils.hyper_opt.api import _open_study, read_config
 from aimlutils.hyper_opt.base_objective import BaseObjective
 from aimlutils.hyper_opt.coordination import RECORD_ATTR, RunningTrials, write_record
-from aimlutils.hyper_opt.resilient import ResilientStorage
+from aimlutils.hyper_opt.resilient import ResilientStorage, StorageUnavailable
 from aimlutils.hyper_opt.storage import StorageSpec, open_storage, parse_storage
 from aimlutils.hyper_opt.trial_writes import told_trial
 from aimlutils.hyper_opt.worker import Worker
@@ -164,6 +164,27 @@ def test_a_worker_fails_a_trial_whose_heartbeat_stopped(tmp_path):
     trials = optuna.load_study(study_name=cfg.study_name, storage=hyper["optuna"]["storage"]).trials
     assert trials[lost.number].state == TrialState.FAIL
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 3
+
+
+class _ReportsIntoAnOutage(BaseObjective):
+    def train(self, trial: optuna.trial.BaseTrial, conf: dict) -> dict:  # type: ignore[type-arg]
+        # What trial.report raises when the storage stays away past optuna.storage_wait_s.
+        raise StorageUnavailable("the storage did not answer for 8 s (optuna.storage_wait_s)")
+
+
+def test_an_outage_met_inside_the_objective_stops_the_worker_and_leaves_the_trial_running(tmp_path):
+    """The storage failed, not the trial: failing the trial would spend a place of n_trials on
+    it, and the worker would go on into the outage."""
+    hyper = hyper_config(tmp_path / "results", tmp_path / "unused.py", n_trials=3)
+    del hyper["optuna"]["objective"]
+    hyper["optuna"]["storage"] = f"sqlite:///{tmp_path / 'study.db'}"
+    cfg = read_config(hyper, dict(MODEL), objective=_ReportsIntoAnOutage)
+    _open_study(cfg, 1)
+    with pytest.raises(StorageUnavailable):
+        Worker(cfg, objective_class=_ReportsIntoAnOutage, max_trials=1).run()
+    trials = optuna.load_study(study_name=cfg.study_name, storage=hyper["optuna"]["storage"]).trials
+    assert [t.state for t in trials] == [TrialState.RUNNING]  # recovered by a reload or a sweep
+    assert not cfg.csv_path.exists() or len(cfg.csv_path.read_text().splitlines()) <= 1
 
 
 class _StoredThenLost(InMemoryStorage):

@@ -191,6 +191,11 @@ class Worker:
             requeue(self.study, trial, self.cfg.optuna.max_retries)
             self._record(self.study.tell(trial, state=TrialState.FAIL))
             raise
+        except StorageUnavailable:
+            # The storage, not the trial, failed (a report or a pruning check met an outage
+            # longer than optuna.storage_wait_s): the worker stops, and the trial, still RUNNING,
+            # is recovered by a reload or a live worker's sweep, and run again.
+            raise
         except Exception as err:
             self._fail(trial, f"{type(err).__name__}: {err}")
             logger.error("trial %d failed:\n%s", trial.number, traceback.format_exc())
