@@ -30,7 +30,7 @@ from aimlutils.hyper_opt.coordination.locks import FileLock
 from aimlutils.hyper_opt.errors import ConfigError, Problem
 from aimlutils.hyper_opt.resilient import ResilientStorage, StorageUnavailable, resilient, with_retries
 from aimlutils.hyper_opt.stop import StopSignal
-from aimlutils.hyper_opt.trial_writes import RecordWithNextWrite, RecordWithTell
+from aimlutils.hyper_opt.trial_writes import RecordWithNextWrite, WorkerRDBStorage
 
 logger = logging.getLogger(__name__)
 
@@ -252,7 +252,7 @@ def _open(spec: StorageSpec, retries: int, connections: int, name: str) -> BaseS
     if spec.kind == "sqlite":
         Path(spec.location.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         engine_kwargs = {"connect_args": {"timeout": SQLITE_BUSY_TIMEOUT_S}}
-    return RecordWithTell(
+    return WorkerRDBStorage(
         spec.location,
         engine_kwargs=engine_kwargs,
         # Optuna's schema check nests a second connection, which one connection cannot give;

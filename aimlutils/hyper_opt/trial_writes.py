@@ -3,7 +3,9 @@
 Each write of a trial costs a commit: on a journal file a lock and an fsync, on a database a round
 trip (and on SQLite an fsync). A worker adds a record to each trial, and on a database Optuna's
 heartbeat adds one more; held back until the next write of the trial, they cost a worker no
-commit that plain ``study.optimize`` does not make.
+commit that plain ``study.optimize`` does not make. On a database, those writes and the reads a
+worker makes at each trial are single SQLAlchemy Core statements, not ORM ones, which cost a
+trial of a cheap model as much time as a SQLite commit.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ import datetime
 import functools
 import json
 import threading
+import types
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
+from optuna.exceptions import StorageInternalError
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.storages.journal import BaseJournalBackend
 from optuna.storages.journal._storage import JournalOperation
@@ -23,6 +27,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from aimlutils.hyper_opt.coordination.records import RECORD_ATTR
 from aimlutils.hyper_opt.resilient import ResilientStorage, with_retries
+
+if TYPE_CHECKING:
+    import sqlalchemy
 
 
 class RecordWithNextWrite(BaseJournalBackend):
@@ -55,8 +62,30 @@ class RecordWithNextWrite(BaseJournalBackend):
         self._held = []
 
 
-class RecordWithTell(RDBStorage):
-    """An RDB storage whose worker commits a trial as often as plain Optuna does.
+@functools.cache
+def _statements() -> types.SimpleNamespace:
+    """The worker's own statements, as SQLAlchemy Core: built once, compiled once per dialect.
+
+    Optuna's ORM session costs several hundred Python calls a statement, as much as a SQLite
+    commit on a quick disk; a Core statement on a pooled connection costs about a quarter.
+    """
+    import sqlalchemy as sa
+    from optuna.storages._rdb import models
+
+    trials = models.TrialModel.__table__
+    return types.SimpleNamespace(
+        trial_id=sa.select(trials.c.trial_id).where(
+            trials.c.study_id == sa.bindparam("study_id"), trials.c.number == sa.bindparam("number")
+        ),
+        completed=sa.select(trials.c.datetime_complete).where(trials.c.trial_id == sa.bindparam("trial_id")),
+        # The heartbeat column's default is the database's clock, as in Optuna's own insert.
+        heartbeat=sa.insert(models.TrialHeartbeatModel.__table__),
+        record=sa.insert(models.TrialUserAttributeModel.__table__),
+    )
+
+
+class WorkerRDBStorage(RDBStorage):
+    """The RDB storage a worker opens: as many commits per trial as plain Optuna, and cheap reads.
 
     Each commit costs a round trip, and on SQLite an fsync. Two writes of a worker's own ride
     with others:
@@ -70,6 +99,9 @@ class RecordWithTell(RDBStorage):
       heartbeat (a trial of milliseconds) never writes one: a dead worker is recognised by a
       heartbeat older than the grace period, and such a trial is found by its owner file
       (:mod:`aimlutils.hyper_opt.coordination.recovery`), as on a journal file.
+
+    Those writes, the budget's lookup of a trial by number (before every claim) and the end time
+    of a told trial are single SQLAlchemy Core statements (:func:`_statements`), not ORM ones.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -105,23 +137,34 @@ class RecordWithTell(RDBStorage):
         if trial_id not in self._beat_waiting:  # a set lookup: no lock on a trial's usual writes
             write()
             return
-        from optuna.storages._rdb import models
-
         with self._beat_lock:
             if trial_id not in self._beat_waiting:
                 write()
                 return
             self._beat_waiting.discard(trial_id)
-            # Staged in this thread's session, which ``write`` takes up and commits. Should the
-            # write fail, the heartbeat thread's next beat finds no row and adds it.
-            session, beat = self.scoped_session(), models.TrialHeartbeatModel(trial_id=trial_id)
-            session.add(beat)
-            try:
-                write()
-            except BaseException:
-                if beat in session:  # the write failed before its transaction: not left for the next
-                    session.expunge(beat)
-                raise
+            # Inserted in the transaction of this thread's session, which ``write`` takes up and
+            # commits. Should either fail, the heartbeat thread's next beat finds no row and adds it.
+            self._in_next_commit(_statements().heartbeat, {"trial_id": trial_id})
+            self._then_commit(write)
+
+    def _in_next_commit(self, statement: sqlalchemy.Executable, params: dict[str, Any]) -> None:
+        """Run ``statement`` in the transaction of this thread's session, left open for Optuna's
+        next write of the thread to commit (or roll back) with its own changes."""
+        session = self.scoped_session()
+        try:
+            session.connection().execute(statement, params)
+        except BaseException:
+            session.rollback()
+            session.close()
+            raise
+
+    def _then_commit(self, write: Callable[[], Any]) -> Any:
+        """``write()``, which commits this thread's session; rolled back should it fail before."""
+        try:
+            return write()
+        except BaseException:
+            self.scoped_session().rollback()  # a no-op once Optuna's own session has ended
+            raise
 
     def _set_trial_param(self, trial_id: int, *args: Any, **kwargs: Any) -> None:
         self._carrying_heartbeat(
@@ -154,27 +197,26 @@ class RecordWithTell(RDBStorage):
         if record is None or not state.is_finished():
             return super().set_trial_state_values(trial_id, state, values)
         # Here, not at the top: the models load SQLAlchemy, which a journal-file study never needs.
+        import sqlalchemy.exc
         from optuna.storages._rdb import models
 
-        # Staged in this thread's session, which the tell below takes up and commits (or rolls
-        # back) with its own changes. An insert, not Optuna's upsert (a read of the trial and a
-        # statement built anew, a millisecond on SQLite): a trial's record is written once, by
-        # the worker that runs it, as the trial ends; the tell checks that it has not ended.
-        session = self.scoped_session()
-        record_row = models.TrialUserAttributeModel(
-            trial_id=trial_id, key=RECORD_ATTR, value_json=json.dumps(record)
-        )
-        session.add(record_row)
+        # Inserted in the transaction the tell below commits (or rolls back) with its own
+        # changes. An insert, not Optuna's upsert (a read of the trial and a statement built
+        # anew, a millisecond on SQLite): a trial's record is written once, by the worker that
+        # runs it, as the trial ends; the tell checks that it has not ended.
+        row = {"trial_id": trial_id, "key": RECORD_ATTR, "value_json": json.dumps(record)}
         try:
-            told = super().set_trial_state_values(trial_id, state, values)
-        except BaseException:
-            if record_row in session:  # not left for the thread's next write
-                session.expunge(record_row)
-            raise
+            self._in_next_commit(_statements().record, row)
+        except sqlalchemy.exc.IntegrityError:
+            told = False
+        else:
+            told = self._then_commit(
+                functools.partial(super().set_trial_state_values, trial_id, state, values)
+            )
         if not told:
-            # Refused for a duplicate key, all of it: a record was there already (a sweep that
-            # took this worker for dead wrote one, and died before failing the trial). Told
-            # again with Optuna's upsert, which replaces it.
+            # Refused for a duplicate key: a record was there already (a sweep that took this
+            # worker for dead wrote one, and died before failing the trial). Told again with
+            # Optuna's upsert, which replaces it.
             session = self.scoped_session()
             try:
                 self._set_trial_attr_without_commit(
@@ -189,15 +231,31 @@ class RecordWithTell(RDBStorage):
         self._held.pop(trial_id, None)
         return told
 
+    def _read_one(self, statement: sqlalchemy.Executable, params: dict[str, Any]) -> Any:
+        """The first row ``statement`` reads, or ``None``; errors as Optuna's own reads give them."""
+        import sqlalchemy.exc
+
+        try:
+            with self.engine.connect() as connection:
+                return connection.execute(statement, params).first()
+        except sqlalchemy.exc.SQLAlchemyError as err:
+            raise StorageInternalError(f"a read of the study failed: {err}") from err
+
+    def get_trial_id_from_study_id_trial_number(self, study_id: int, trial_number: int) -> int:
+        row = self._read_one(_statements().trial_id, {"study_id": study_id, "number": trial_number})
+        if row is None:
+            raise KeyError(
+                f"No trial with trial number {trial_number} exists in study with study_id {study_id}."
+            )
+        return int(row[0])
+
     def completed_at(self, trial_id: int) -> datetime.datetime | None:
         """When the trial ended, as :meth:`get_trial` gives it, in one query (it makes six)."""
-        from optuna.storages._rdb import models
-
-        session = self.scoped_session()
-        try:
-            return models.TrialModel.find_or_raise_by_id(trial_id, session).datetime_complete
-        finally:
-            session.close()
+        row = self._read_one(_statements().completed, {"trial_id": trial_id})
+        if row is None:
+            raise KeyError(f"No trial with trial_id {trial_id} exists.")
+        completed: datetime.datetime | None = row[0]
+        return completed
 
 
 def told_trial(
@@ -212,7 +270,7 @@ def told_trial(
     resilient_layer = storage if isinstance(storage, ResilientStorage) else None
     inner = resilient_layer.backend if resilient_layer is not None else storage
     inner = getattr(inner, "_backend", inner)  # under Optuna's cache
-    if not isinstance(inner, RecordWithTell):
+    if not isinstance(inner, WorkerRDBStorage):
         return storage.get_trial(trial._trial_id)
     rdb = inner
     if resilient_layer is None:
