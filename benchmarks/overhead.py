@@ -273,6 +273,44 @@ def per_trial(kind: str, n_trials: int, first: int, repeats: int) -> list[tuple[
     return couples
 
 
+def _counted_side(name: str, kind: str, n_trials: int, out: Any) -> None:
+    """Python calls made by one side from its first trial on, in a process of its own."""
+    counted = [0]
+
+    def profile(frame: Any, event: str, arg: Any) -> None:
+        if event == "call" or event == "c_call":
+            counted[0] += 1
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            SIDES[name](kind, Path(tmp), n_trials, lambda: sys.setprofile(profile))
+            sys.setprofile(None)
+        out.send(counted[0])
+    except BaseException as err:
+        sys.setprofile(None)
+        out.send(err)
+
+
+def calls_per_trial(kind: str, low: int, high: int) -> dict[str, float]:
+    """Python function calls per trial of each side: the difference between runs of ``high`` and
+    ``low`` trials, over ``high - low``. A count, not a time, so the same however loaded the
+    machine and its disk are: what the CPU side of the ratio comes from."""
+    ctx = multiprocessing.get_context("fork")
+    counts: dict[str, list[int]] = {name: [] for name in SIDES}
+    for name in SIDES:
+        for n in (low, high):
+            here, there = ctx.Pipe(duplex=False)
+            proc = ctx.Process(target=_counted_side, args=(name, kind, n, there))
+            proc.start()
+            got = here.recv()
+            proc.join()
+            if isinstance(got, BaseException):
+                raise RuntimeError(f"the {name} side failed: {got!r}") from got
+            counts[name].append(got)
+    return {name: (c[1] - c[0]) / (high - low) for name, c in counts.items()}
+
+
 def _geometric_mean(values: list[float]) -> float:
     return math.prod(values) ** (1 / len(values))
 
@@ -354,20 +392,26 @@ def _median(values: list[float]) -> float:
 
 
 def per_trial_table(
-    results: dict[str, list[tuple[float, float]]], n_trials: dict[str, int], first: int
+    results: dict[str, list[tuple[float, float]]],
+    n_trials: dict[str, int],
+    first: int,
+    calls: dict[str, dict[str, float]],
 ) -> str:
     rows = [
         "| storage | trials | plain Optuna (ms/trial) | aimlutils worker (ms/trial) "
         "| ratio (median of couples) "
-        "| ratios of the couples |",
-        "|---|---|---|---|---|---|",
+        "| ratios of the couples | Python calls per trial (plain / worker, ratio) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for kind, pairs in results.items():
         ratios = [w / p for p, w in pairs]
+        counted = calls[kind]
+        calls_ratio = counted["worker"] / counted["plain"]
         rows.append(
             f"| {kind} | {first} to {n_trials[kind]} | {_median([p for p, _ in pairs]):.3f} | "
             f"{_median([w for _, w in pairs]):.3f} | **{_median(ratios):.2f}** | "
-            f"{', '.join(f'{r:.2f}' for r in ratios)} |"
+            f"{', '.join(f'{r:.2f}' for r in ratios)} | "
+            f"{counted['plain']:,.0f} / {counted['worker']:,.0f}, {calls_ratio:.2f} |"
         )
     return "\n".join(rows)
 
@@ -408,6 +452,9 @@ def main() -> None:
     parser.add_argument("--startup-repeats", type=int, default=7, help="start-up pairs (default 7)")
     parser.add_argument("--import-repeats", type=int, default=3, help="importtime runs per command (3)")
     parser.add_argument("--storages", default=",".join(STORAGES), help="journal file, sqlite")
+    parser.add_argument(
+        "--calls", default="100,300", help="trial counts of the two runs that count Python calls (100,300)"
+    )
     parser.add_argument("--output", type=Path, default=Path("docs/benchmarks.md"))
     args = parser.parse_args()
     if not 0 <= args.first < min(args.trials, args.sqlite_trials) - 1:
@@ -420,7 +467,14 @@ def main() -> None:
     if unknown:
         parser.error(f"--storages: unknown {unknown}; allowed: {', '.join(STORAGES)}")
     trials = {"journal file": args.trials, "sqlite": args.sqlite_trials}
+    counts = [int(n) if n.strip().isdigit() else -1 for n in args.calls.split(",")]
+    if len(counts) != 2 or not 0 < counts[0] < counts[1]:
+        parser.error(
+            f"--calls: two trial counts, the first below the second, like 100,300; got {args.calls!r}"
+        )
+    low, high = counts
     results = {kind: per_trial(kind, trials[kind], args.first, args.repeats) for kind in kinds}
+    calls = {kind: calls_per_trial(kind, low, high) for kind in kinds}
     started = startup(args.startup_repeats)
     imports = import_table(args.import_repeats)
     text = (
@@ -437,13 +491,17 @@ def main() -> None:
         "come in couples, the second with the sides' cores traded, and a couple's figures are the\n"
         f"geometric means of its two pairs'. {args.repeats} couples per storage; the ratio is the\n"
         "median of the couples' ratios. The target is at most 1.10.\n\n"
-        f"{per_trial_table(results, trials, args.first)}\n\n"
+        f"{per_trial_table(results, trials, args.first, calls)}\n\n"
         "Writes per trial: both sides commit five times (journal: five appends, each a lock and an\n"
         "fsync; SQLite: five transactions), as the worker's record goes out with the tell and, on\n"
         "SQLite, the trial's first heartbeat with its first parameter. What the worker adds is CPU,\n"
         "one read of the budget and one of the trial's end time, and small files (claim lock, owner\n"
         "file, CSV row, applied config). The disk here is shared with other jobs, so an fsync's cost\n"
         "varies from minute to minute; hence sides run together, pairs and medians.\n\n"
+        "The last column counts instead of timing: the Python and C function calls each side makes\n"
+        f"per trial, the difference between a run of {high} trials and one of {low}, over {high - low}\n"
+        "(`sys.setprofile` from the first trial on, each run in a fresh process). It does not move with\n"
+        "the machine's load, so it shows the CPU the worker adds even when the timed ratios are noisy.\n\n"
         "### Start-up\n\n"
         "From starting `python optimize.py hyper.yml model.yml` (a new study on the default journal\n"
         "file, local workers) to the first trial's objective running, against a plain Optuna script\n"

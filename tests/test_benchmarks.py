@@ -119,13 +119,18 @@ def _table_after(text: str, heading: str) -> list[list[str]]:
 
 def test_overhead_smoke_run_measures_both_sides_and_keeps_the_worker_free_of_rich(tmp_path):
     args = ["--trials", "40", "--sqlite-trials", "30", "--from", "10", "--repeats", "1"]
-    args += ["--startup-repeats", "1", "--import-repeats", "1"]
+    args += ["--startup-repeats", "1", "--import-repeats", "1", "--calls", "5,15"]
     section = _run_benchmark("overhead", args, tmp_path, timeout_s=120)
     per_trial = _table_after(section, "## Worker overhead")
     assert [row[0] for row in per_trial] == ["journal file", "sqlite"]
     for row in per_trial:  # plain ms, worker ms, their ratio
         plain, ours, ratio = float(row[2]), float(row[3]), float(row[4].strip("*"))
         assert plain > 0 and ours > 0 and abs(ratio - ours / plain) < 0.01 + 0.01 * ratio, row
+        # Calls per trial: plain / worker, ratio. The worker runs Optuna's trial and more.
+        counted, calls_ratio = row[6].split(", ")
+        plain_calls, worker_calls = (float(n.replace(",", "")) for n in counted.split(" / "))
+        assert 0 < plain_calls < worker_calls, row
+        assert abs(float(calls_ratio) - worker_calls / plain_calls) < 0.01, row
     (startup,) = _table_after(section, "### Start-up")
     plain_s, optimize_s, difference = float(startup[0]), float(startup[1]), float(startup[2].strip("* s"))
     assert plain_s > 0 and optimize_s > 0 and abs(difference - (optimize_s - plain_s)) < 0.02
