@@ -17,6 +17,7 @@ import pytest
 import sqlalchemy
 from optuna.exceptions import StorageInternalError
 from optuna.storages import InMemoryStorage, RDBStorage
+from optuna.storages.journal._storage import JournalOperation
 from optuna.study._tell import _tell_with_warning
 from optuna.trial import TrialState
 
@@ -76,6 +77,42 @@ def test_the_told_trial_is_the_trial_as_stored(kind, state, tmp_path):
     fields += ["datetime_start", "datetime_complete"]
     assert {f: getattr(told, f) for f in fields} == {f: getattr(stored, f) for f in fields}
     assert told.user_attrs["record"]["results"] == {"val_loss": 0.5}
+
+
+def test_a_journal_trials_record_rides_with_its_tell_and_costs_no_read(tmp_path, monkeypatch):
+    from optuna.storages.journal import JournalFileBackend
+
+    study = _worker_study("journal", tmp_path)
+    appended: list[list[dict[str, Any]]] = []
+    reads = [0]
+    append, read = JournalFileBackend.append_logs, JournalFileBackend.read_logs
+
+    def counted_append(self: Any, logs: list[dict[str, Any]]) -> None:
+        appended.append(logs)
+        append(self, logs)
+
+    def counted_read(self: Any, log_number_from: int) -> Any:
+        reads[0] += 1
+        return read(self, log_number_from)
+
+    monkeypatch.setattr(JournalFileBackend, "append_logs", counted_append)
+    monkeypatch.setattr(JournalFileBackend, "read_logs", counted_read)
+    trial = study.ask()
+    trial.suggest_float("x", 0, 1)
+    appended.clear()
+    reads[0] = 0
+    write_record(trial, results={"val_loss": 0.5})
+    assert (appended, reads[0]) == ([], 0)  # held: no write, and no read of the file for it
+    appended.clear()
+    study.tell(trial, 0.5)
+    assert len(appended) == 1 and [log["op_code"] for log in appended[0]] == [
+        JournalOperation.SET_TRIAL_USER_ATTR,
+        JournalOperation.SET_TRIAL_STATE_VALUES,
+    ]
+    stored = study._storage.get_trial(trial._trial_id)
+    assert stored.state == TrialState.COMPLETE and stored.user_attrs[RECORD_ATTR] == {
+        "results": {"val_loss": 0.5}
+    }
 
 
 @pytest.mark.parametrize("kind", DATABASES)

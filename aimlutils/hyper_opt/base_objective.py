@@ -228,9 +228,14 @@ def check_results(results: Any, metrics: list[str]) -> list[float]:
     return values
 
 
+_JSON_TYPES = frozenset({float, int, str, bool})
+
+
 def _jsonable(value: Any) -> Any:
     """Results go into the study's storage, which holds JSON: numbers become floats, others text."""
-    if isinstance(value, bool) or value is None or isinstance(value, str):
+    if value is None or type(value) in _JSON_TYPES:  # the usual case, without the ABC checks below
+        return value
+    if isinstance(value, (bool, str)):
         return value
     if isinstance(value, numbers.Integral):
         return int(value)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import logging
 import random
+import re
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -46,9 +47,13 @@ _NOT_OUTAGES = (
 )
 
 
+#: One search per error: a worker's budget check meets a KeyError before every trial.
+_NOT_OUTAGE = re.compile("|".join(re.escape(text) for text in _NOT_OUTAGES))
+
+
 def is_outage(err: BaseException) -> bool:
     """Whether ``err`` says the storage could not be reached, rather than that a request was wrong."""
-    if any(text in str(err) for text in _NOT_OUTAGES):
+    if _NOT_OUTAGE.search(str(err)):
         return False
     if isinstance(err, StorageInternalError):
         return True

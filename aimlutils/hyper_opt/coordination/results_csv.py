@@ -101,7 +101,7 @@ class ResultsCsv:
                 header = next(csv.reader([head[: head.index(b"\n") + 1].decode("utf-8")]))
                 if set(row) <= set(header):
                     out = io.StringIO()
-                    csv.DictWriter(out, header).writerow(row)
+                    csv.writer(out).writerow([row.get(key, "") for key in header])
                     _write_all(fd, out.getvalue().encode("utf-8"), os.lseek(fd, 0, os.SEEK_END))
                     return
         with self._locked() as fh:
