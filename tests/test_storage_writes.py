@@ -103,7 +103,6 @@ def test_a_journal_trials_record_rides_with_its_tell_and_costs_no_read(tmp_path,
     reads[0] = 0
     write_record(trial, results={"val_loss": 0.5})
     assert (appended, reads[0]) == ([], 0)  # held: no write, and no read of the file for it
-    appended.clear()
     study.tell(trial, 0.5)
     assert len(appended) == 1 and [log["op_code"] for log in appended[0]] == [
         JournalOperation.SET_TRIAL_USER_ATTR,
