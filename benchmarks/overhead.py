@@ -222,6 +222,14 @@ def _side(name: str, kind: str, n_trials: int, cpu: int | None, barrier: Any, ou
         out.send(err)
 
 
+def _received(name: str, pipe: Any) -> Any:
+    """What a side's process sent back; the error it met, raised here."""
+    got = pipe.recv()
+    if isinstance(got, BaseException):
+        raise RuntimeError(f"the {name} side failed: {got!r}") from got
+    return got
+
+
 def pair_ms(kind: str, n_trials: int, first: int, swap: bool = False) -> tuple[float, float]:
     """(plain Optuna, worker path) milliseconds per trial, both run at the same time.
 
@@ -243,12 +251,7 @@ def pair_ms(kind: str, n_trials: int, first: int, swap: bool = False) -> tuple[f
         proc.start()
         procs.append(proc)
         pipes[name] = here
-    starts = {}
-    for name, pipe in pipes.items():
-        got = pipe.recv()
-        if isinstance(got, BaseException):
-            raise RuntimeError(f"the {name} side failed: {got!r}") from got
-        starts[name] = got
+    starts = {name: _received(name, pipe) for name, pipe in pipes.items()}
     for proc in procs:
         proc.join()
     low = max(s[first] for s in starts.values())
@@ -303,11 +306,8 @@ def calls_per_trial(kind: str, low: int, high: int) -> dict[str, float]:
             here, there = ctx.Pipe(duplex=False)
             proc = ctx.Process(target=_counted_side, args=(name, kind, n, there))
             proc.start()
-            got = here.recv()
+            counts[name].append(_received(name, here))
             proc.join()
-            if isinstance(got, BaseException):
-                raise RuntimeError(f"the {name} side failed: {got!r}") from got
-            counts[name].append(got)
     return {name: (c[1] - c[0]) / (high - low) for name, c in counts.items()}
 
 
