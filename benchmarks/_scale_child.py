@@ -27,8 +27,8 @@ import optuna
 from aimlutils.hyper_opt.base_objective import BaseObjective
 from aimlutils.hyper_opt.config import RunConfig, load_config
 from aimlutils.hyper_opt.logs import configure_logging
-from aimlutils.hyper_opt.proxy import ProxyAddress
 from aimlutils.hyper_opt.storage import JournalAppendLock
+from aimlutils.hyper_opt.storage.proxy import ProxyAddress
 from aimlutils.hyper_opt.worker import Worker
 
 
@@ -138,7 +138,7 @@ def install_counters() -> Counters:
     from optuna.storages.journal import JournalFileBackend, JournalRedisBackend
 
     from aimlutils.hyper_opt.coordination import FileLock, ResultsCsv, RunningTrials, StudyTurn
-    from aimlutils.hyper_opt.resilient import RETRIED_METHODS, ResilientStorage
+    from aimlutils.hyper_opt.storage.resilient import RETRIED_METHODS, ResilientStorage
 
     counters = Counters()
     _wrap(RunningTrials, "mark", lambda self, *a, **k: counters.file("owner file written"))

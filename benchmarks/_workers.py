@@ -24,8 +24,8 @@ import yaml
 from aimlutils.hyper_opt.base_objective import BaseObjective
 from aimlutils.hyper_opt.config import RunConfig, load_config
 from aimlutils.hyper_opt.coordination import Room
+from aimlutils.hyper_opt.coordination.study import create_or_load
 from aimlutils.hyper_opt.storage import open_storage
-from aimlutils.hyper_opt.study import create_or_load
 from aimlutils.hyper_opt.worker import Worker
 
 

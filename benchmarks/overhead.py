@@ -46,8 +46,8 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 
 from aimlutils.hyper_opt.config import load_config
+from aimlutils.hyper_opt.coordination.study import create_or_load
 from aimlutils.hyper_opt.storage import open_storage
-from aimlutils.hyper_opt.study import create_or_load
 from aimlutils.hyper_opt.worker import Worker
 
 ROOT = Path(__file__).resolve().parent.parent

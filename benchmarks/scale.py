@@ -13,7 +13,7 @@ database connections (sampled each second from ``pg_stat_activity`` /
 ``information_schema.processlist`` / ``CLIENT LIST``, the rows whose client port is one of this
 benchmark's sockets), trials per second, file operations on ``save_path`` per minute, crashed
 and stuck workers. PostgreSQL and MariaDB without the proxy are first asked, as ``optimize.py``
-asks them, whether the workers fit (``aimlutils.hyper_opt.capacity``); a case that does not fit
+asks them, whether the workers fit (``aimlutils.hyper_opt.storage.capacity``); a case that does not fit
 is reported as refused, not run.
 
     python benchmarks/scale.py                      # the full set, about an hour
@@ -55,14 +55,13 @@ from _doc import write_section
 from _scale_child import SleepObjective
 from _scale_report import STORAGES, render, table_row
 
-from aimlutils.hyper_opt import capacity
 from aimlutils.hyper_opt.api import _open_study, read_config
 from aimlutils.hyper_opt.config import RunConfig
 from aimlutils.hyper_opt.launchers import save_run_configs
 from aimlutils.hyper_opt.launchers.local_proxy import LocalProxy
 from aimlutils.hyper_opt.lifeline import Lifeline
-from aimlutils.hyper_opt.proxy import ProxyAddress, answers
-from aimlutils.hyper_opt.storage import open_for_command
+from aimlutils.hyper_opt.storage import capacity, open_for_command
+from aimlutils.hyper_opt.storage.proxy import ProxyAddress, answers
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -240,7 +239,7 @@ def _drop_study(cfg: RunConfig) -> None:
 
 #: The proxy's own code, with its end-of-study exit turned off (see ``--proxy-ends-itself``).
 _STAYING_PROXY = (
-    "import sys, aimlutils.hyper_opt.proxy as proxy\n"
+    "import sys, aimlutils.hyper_opt.storage.proxy as proxy\n"
     "proxy.DONE_CHECK_S = 1e9\n"
     "sys.exit(proxy.main(sys.argv[1:]))"
 )

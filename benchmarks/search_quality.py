@@ -36,7 +36,7 @@ from _problems import PROBLEMS, FunctionObjective
 from _quality_report import render, save_figures
 from _workers import ClockedObjective, prepare_study, run_workers, scratch_dir
 
-from aimlutils.hyper_opt import samplers
+from aimlutils.hyper_opt.search_space import samplers
 
 WORKERS = (1, 8, 32)
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from aimlutils.hyper_opt.base_objective import BaseObjective, TrialResultError, check_results
-from aimlutils.hyper_opt.objective_loader import build_objective, import_objective_module
+from aimlutils.hyper_opt.objective.base import BaseObjective, TrialResultError, check_results
+from aimlutils.hyper_opt.objective.loader import build_objective, import_objective_module
 from aimlutils.hyper_opt.search_space import SearchSpace
 
 MODEL = {"optimizer": {"learning_rate": 0.1}, "model": {"layers": [4]}}

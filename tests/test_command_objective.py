@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from aimlutils.hyper_opt import study as study_lib
-from aimlutils.hyper_opt.command_objective import CommandSpec, check_command_section
 from aimlutils.hyper_opt.config import ConfigError, load_config
+from aimlutils.hyper_opt.config.command import CommandSpec, check_command_section
 from aimlutils.hyper_opt.coordination import read_record
+from aimlutils.hyper_opt.coordination import study as study_lib
 from aimlutils.hyper_opt.storage import open_storage
 from aimlutils.hyper_opt.worker import Worker
 from tests.conftest import MODEL, hyper_config

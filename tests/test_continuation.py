@@ -18,10 +18,10 @@ import pytest
 import yaml
 from optuna.trial import TrialState
 
-from aimlutils.hyper_opt import study as study_lib
 from aimlutils.hyper_opt.base_objective import BaseObjective
 from aimlutils.hyper_opt.config import load_config
 from aimlutils.hyper_opt.coordination import FileLock, continue_trial, inherited_values, requeue, trial_row
+from aimlutils.hyper_opt.coordination import study as study_lib
 from aimlutils.hyper_opt.launchers import batch_launcher
 from aimlutils.hyper_opt.paths import StudyPaths
 from aimlutils.hyper_opt.stop import LEFT_FOR_LATER_EXIT_CODE, StopSignal, TrialInterrupted, stop_if_requested

@@ -16,8 +16,8 @@ import optuna
 import pytest
 
 from aimlutils.hyper_opt import cli
-from aimlutils.hyper_opt import study as study_lib
 from aimlutils.hyper_opt.config import load_config
+from aimlutils.hyper_opt.coordination import study as study_lib
 from aimlutils.hyper_opt.storage import open_storage
 from tests.conftest import needs_module
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from aimlutils.hyper_opt.command_objective import CommandSpec
 from aimlutils.hyper_opt.config import ConfigError, load_config
+from aimlutils.hyper_opt.config.command import CommandSpec
 from aimlutils.hyper_opt.launchers import batch_launcher, default_workers, gpu_groups
 from tests.conftest import run_optimize
 from tests.test_local_run import csv_rows

@@ -14,9 +14,9 @@ import optuna
 import pytest
 
 from aimlutils.hyper_opt import cli
-from aimlutils.hyper_opt import study as study_lib
 from aimlutils.hyper_opt.base_objective import BaseObjective
 from aimlutils.hyper_opt.config import ConfigError, load_config
+from aimlutils.hyper_opt.coordination import study as study_lib
 from aimlutils.hyper_opt.storage import open_storage
 from tests.conftest import needs_module
 
@@ -106,7 +106,7 @@ class _Objective(BaseObjective):
 
 def test_trial_run_is_active_in_train_and_records_pruned_and_failed_states(study_files):
     needs_module("mlflow")
-    from aimlutils.hyper_opt.tracking import TrialTracker
+    from aimlutils.hyper_opt.objective.tracking import TrialTracker
 
     hyper, model = study_files(sections={"mlflow": {"experiment_name": "digits"}})
     cfg = load_config(hyper, model)
@@ -165,7 +165,7 @@ def test_mlflow_section_is_checked_with_the_config(study_files):
 
 
 def test_relative_sqlite_tracking_uri_is_taken_from_save_path(study_files):
-    from aimlutils.hyper_opt.tracking import experiment_name, tracking_uri
+    from aimlutils.hyper_opt.objective.tracking import experiment_name, tracking_uri
 
     hyper, model = study_files(sections={"mlflow": {"tracking_uri": "sqlite:///runs/mlflow.db"}})
     cfg = load_config(hyper, model)

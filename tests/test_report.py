@@ -15,10 +15,10 @@ import yaml
 from optuna.trial import TrialState
 
 from aimlutils.hyper_opt import cli
-from aimlutils.hyper_opt import study as study_lib
 from aimlutils.hyper_opt.config import ConfigError, RunConfig, load_config
+from aimlutils.hyper_opt.coordination import study as study_lib
 from aimlutils.hyper_opt.coordination import write_record
-from aimlutils.hyper_opt.objective_loader import import_objective_module
+from aimlutils.hyper_opt.objective.loader import import_objective_module
 from aimlutils.hyper_opt.report import best_config, load_style
 from aimlutils.hyper_opt.storage import open_storage
 from tests.conftest import needs_module

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from aimlutils.hyper_opt.config import load_config
-from aimlutils.hyper_opt.reproduce import config_id_of, git_state, read_config
+from aimlutils.hyper_opt.objective.reproduce import config_id_of, git_state, read_config
 from tests.conftest import ROOT, needs_module, run_optimize
 from tests.test_local_run import load_study
 

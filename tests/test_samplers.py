@@ -5,9 +5,9 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from aimlutils.hyper_opt import samplers
-from aimlutils.hyper_opt import study as study_lib
 from aimlutils.hyper_opt.config import load_config
+from aimlutils.hyper_opt.coordination import study as study_lib
+from aimlutils.hyper_opt.search_space import samplers
 from aimlutils.hyper_opt.storage import open_storage
 
 MANY = samplers.INDEPENDENT_TPE_WORKERS

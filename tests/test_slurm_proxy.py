@@ -40,7 +40,9 @@ def test_four_array_tasks_of_four_workers_run_through_the_proxy_and_outlive_its_
         sections=section,
     )
     dry = command(hyper, model, "--dry-run")
-    assert dry.returncode == 0 and "-m aimlutils.hyper_opt.proxy" in dry.stdout, dry.stdout + dry.stderr
+    assert dry.returncode == 0 and "-m aimlutils.hyper_opt.storage.proxy" in dry.stdout, (
+        dry.stdout + dry.stderr
+    )
     proc = command(hyper, model)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     cfg = config(hyper, model)

@@ -24,9 +24,9 @@ from optuna.trial import TrialState
 from aimlutils.hyper_opt.api import _open_study, read_config
 from aimlutils.hyper_opt.base_objective import BaseObjective
 from aimlutils.hyper_opt.coordination import RECORD_ATTR, RunningTrials, write_record
-from aimlutils.hyper_opt.resilient import ResilientStorage, StorageUnavailable
 from aimlutils.hyper_opt.storage import StorageSpec, open_storage, parse_storage
-from aimlutils.hyper_opt.trial_writes import told_trial
+from aimlutils.hyper_opt.storage.resilient import ResilientStorage, StorageUnavailable
+from aimlutils.hyper_opt.storage.trial_writes import told_trial
 from aimlutils.hyper_opt.worker import Worker
 from tests.conftest import MODEL, hyper_config, service_url
 

@@ -30,11 +30,11 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from aimlutils.hyper_opt import study as study_lib
-from aimlutils.hyper_opt.base_objective import BaseObjective
 from aimlutils.hyper_opt.config import RunConfig, check_config, load_config
 from aimlutils.hyper_opt.coordination import recover_study
+from aimlutils.hyper_opt.coordination import study as study_lib
 from aimlutils.hyper_opt.launchers import LocalLauncher, save_run_configs
+from aimlutils.hyper_opt.objective.base import BaseObjective
 from aimlutils.hyper_opt.storage import open_for_command
 
 if TYPE_CHECKING:
@@ -178,7 +178,8 @@ def run_worker(
     SIGTERM (scancel, the time limit) fails the running trial and queues its parameters again, as
     for the workers of ``optimize.py``. Returns the number of trials this worker ran.
     """
-    from aimlutils.hyper_opt.worker import StopSignal, Worker
+    from aimlutils.hyper_opt.stop import StopSignal
+    from aimlutils.hyper_opt.worker import Worker
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, StopSignal.handler)

@@ -17,8 +17,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from aimlutils.hyper_opt.errors import ConfigError
-from aimlutils.hyper_opt.resilient import StorageUnavailable
+from aimlutils.hyper_opt.errors import ConfigError, HyperOptError
 from aimlutils.hyper_opt.search_space import sweeper_keys
 
 if TYPE_CHECKING:
@@ -149,9 +148,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(err, file=sys.stderr)
         return err.exit_code
-    except StorageUnavailable as err:  # an outage longer than optuna.storage_wait_s
+    except HyperOptError as err:  # e.g. an outage longer than optuna.storage_wait_s
         print(f"Stopping: {err}", file=sys.stderr)
-        return 1
+        return err.exit_code
 
 
 def report_main(argv: Sequence[str] | None = None) -> int:

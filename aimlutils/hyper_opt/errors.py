@@ -1,16 +1,63 @@
-"""Errors a user can make in ``hyper.yml`` / ``model.yml`` and how they are reported."""
+"""The package's errors, one family with one table of exit codes; and config errors' reporting.
+
+Every exception the package defines derives from :class:`HyperOptException`, which carries the
+exit code a command ends with when it stops on that exception. Errors derive from
+:class:`HyperOptError` (an ``Exception``); a request to stop a trial
+(:class:`~aimlutils.hyper_opt.stop.TrialInterrupted`) is a ``KeyboardInterrupt`` as Ctrl-C is, so
+that a user's ``except Exception`` in a training loop does not swallow it: hence a root below
+``BaseException``, as Python's own is.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import enum
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from pydantic import ValidationError
 
-#: Exit code for every configuration error, as the shells' "usage" convention.
-CONFIG_ERROR_EXIT_CODE = 2
+
+class ExitCode(enum.IntEnum):
+    """Every exit code of ``optimize.py``, its commands, a worker and the storage proxy.
+
+    Example:
+        >>> int(ExitCode.CONFIG), ExitCode.of_signal(15)  # SIGTERM
+        (2, 143)
+    """
+
+    OK = 0
+    """Done; for a worker, also: stopped between trials with nothing to continue."""
+    FAILED = 1
+    """A command could not do its work: no such study, a rerun that failed, the storage gone."""
+    CONFIG = 2
+    """A problem in ``hyper.yml``, ``model.yml`` or the command line; nothing was created."""
+    STORAGE_GONE = 75
+    """A worker met a storage outage longer than ``optuna.storage_wait_s`` (``EX_TEMPFAIL``)."""
+    LEFT_FOR_LATER = 99
+    """A worker in a batch job left as its time ran out, with trials to go: the job requeues."""
+    INTERRUPTED = 130
+    """Ctrl-C (SIGINT); other signals end a process with 128 + their number (:meth:`of_signal`)."""
+
+    @staticmethod
+    def of_signal(signum: int) -> int:
+        """The shells' exit code of a process ended by ``signum``: 128 + its number."""
+        return 128 + int(signum)
+
+
+#: The exit code of every configuration error, as the shells' "usage" convention.
+CONFIG_ERROR_EXIT_CODE = int(ExitCode.CONFIG)
+
+
+class HyperOptException(BaseException):
+    """The root of every exception of the package; ``exit_code`` is what a command then exits with."""
+
+    exit_code: int = ExitCode.FAILED
+
+
+class HyperOptError(HyperOptException, Exception):
+    """An error of the package (as opposed to a request to stop, which is a ``KeyboardInterrupt``)."""
 
 
 def format_value(value: Any) -> str:
@@ -34,7 +81,7 @@ class Problem:
         return f"{self.path}: {self.message}" if self.path else self.message
 
 
-class ConfigError(Exception):
+class ConfigError(HyperOptError):
     """All the problems found in a configuration, reported together.
 
     Example:
@@ -44,7 +91,7 @@ class ConfigError(Exception):
           - optuna.n_trials: got -1; must be an integer >= 1
     """
 
-    exit_code = CONFIG_ERROR_EXIT_CODE
+    exit_code = ExitCode.CONFIG
 
     def __init__(self, problems: Iterable[Problem], source: str = "hyper.yml") -> None:
         self.problems = list(problems)

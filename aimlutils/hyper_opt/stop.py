@@ -2,7 +2,7 @@
 
 A module of its own (the worker's ``StopSignal`` lives here): a worker runs as ``python -m
 aimlutils.hyper_opt.worker``, so that module is ``__main__``, and what the signal handlers set must
-be found under one import path by the user's ``train``, :mod:`aimlutils.hyper_opt.utils` and the
+be found under one import path by the user's ``train``, :mod:`aimlutils.hyper_opt.objective.training` and the
 command objective.
 """
 
@@ -14,15 +14,17 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from aimlutils.hyper_opt.errors import ExitCode, HyperOptException
+
 #: The warning before a job's time limit (``#SBATCH --signal=B:USR1@...``): finish the epoch, save,
 #: and leave; the trial is continued later.
 WARNING_SIGNAL = signal.SIGUSR1
 #: A worker's exit code in a batch job that it left, its time being up, with trials of its study
 #: still to run and progress made: the job script then puts the job back in the queue.
-LEFT_FOR_LATER_EXIT_CODE = 99
+LEFT_FOR_LATER_EXIT_CODE = int(ExitCode.LEFT_FOR_LATER)
 
 
-class TrialInterrupted(KeyboardInterrupt):
+class TrialInterrupted(HyperOptException, KeyboardInterrupt):
     """Raised by :func:`stop_if_requested`: the trial stops here, saved, and is continued later.
 
     A ``KeyboardInterrupt``, as the worker's own interruption is: the worker fails the trial,

@@ -11,15 +11,16 @@ from optuna.trial import FrozenTrial
 from rich.console import Console
 from rich.table import Table
 
-from aimlutils.hyper_opt import progress
-from aimlutils.hyper_opt import study as study_lib
 from aimlutils.hyper_opt._text import show
 from aimlutils.hyper_opt.commands.common import load_for_study, say
 from aimlutils.hyper_opt.config import CONFIG_ERROR_EXIT_CODE, RunConfig
 from aimlutils.hyper_opt.coordination import RETRY_OF_ATTR, read_record
+from aimlutils.hyper_opt.coordination import study as study_lib
+from aimlutils.hyper_opt.errors import ExitCode
 from aimlutils.hyper_opt.report import (
     Report,
     load_style,
+    progress,
     ranked,
     seconds,
     state_stats,
@@ -29,7 +30,7 @@ from aimlutils.hyper_opt.report import (
 from aimlutils.hyper_opt.storage import open_for_command, study_exists
 
 #: Exit code when the study does not exist.
-NO_STUDY_EXIT_CODE = 1
+NO_STUDY_EXIT_CODE = int(ExitCode.FAILED)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

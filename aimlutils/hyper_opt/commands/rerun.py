@@ -20,19 +20,20 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from rich.console import Console
 
-from aimlutils.hyper_opt import study as study_lib
 from aimlutils.hyper_opt._text import show
-from aimlutils.hyper_opt.base_objective import BaseObjective
 from aimlutils.hyper_opt.commands.common import load_for_study, say
 from aimlutils.hyper_opt.commands.report import NO_STUDY_EXIT_CODE, no_study, open_existing
 from aimlutils.hyper_opt.config import RunConfig
 from aimlutils.hyper_opt.coordination import read_record
+from aimlutils.hyper_opt.coordination import study as study_lib
+from aimlutils.hyper_opt.errors import ExitCode
 from aimlutils.hyper_opt.launchers import gpu_groups, visible_gpus
-from aimlutils.hyper_opt.reproduce import REPRO_KEY, config_id_of, environment, read_env
+from aimlutils.hyper_opt.objective.base import BaseObjective
+from aimlutils.hyper_opt.objective.reproduce import REPRO_KEY, config_id_of, environment, read_env
 from aimlutils.hyper_opt.stop import StopSignal
 
 #: Exit code when trial N cannot be run again (no such trial, no parameters) or its training failed.
-RERUN_FAILED_EXIT_CODE = 1
+RERUN_FAILED_EXIT_CODE = int(ExitCode.FAILED)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -108,7 +109,7 @@ class _KeepConfig:
 
 
 def _objective(cfg: RunConfig, study: optuna.Study) -> BaseObjective:
-    from aimlutils.hyper_opt.worker_setup import build_worker_objective, worker_identity  # the training stack
+    from aimlutils.hyper_opt.worker.setup import build_worker_objective, worker_identity  # the training stack
 
     groups = gpu_groups(visible_gpus(), cfg.gpus_per_trial)
     if cfg.optuna.gpu and groups and "CUDA_VISIBLE_DEVICES" not in os.environ:

@@ -20,11 +20,10 @@ import optuna
 from optuna.trial import TrialState
 from rich.console import Console
 
-from aimlutils.hyper_opt import capacity, grid, progress
-from aimlutils.hyper_opt import study as study_lib
 from aimlutils.hyper_opt.commands.common import say
 from aimlutils.hyper_opt.config import RunConfig, load_config
 from aimlutils.hyper_opt.coordination import ResultsCsv, recover_study, target_trial
+from aimlutils.hyper_opt.coordination import study as study_lib
 from aimlutils.hyper_opt.errors import CONFIG_ERROR_EXIT_CODE, ConfigError, Problem
 from aimlutils.hyper_opt.launchers import (
     BatchLauncher,
@@ -35,8 +34,10 @@ from aimlutils.hyper_opt.launchers import (
     visible_gpus,
 )
 from aimlutils.hyper_opt.logs import configure_logging
+from aimlutils.hyper_opt.report import progress
 from aimlutils.hyper_opt.schedulers import SubmitError
-from aimlutils.hyper_opt.storage import connections_held, open_for_command, study_exists
+from aimlutils.hyper_opt.search_space import grid
+from aimlutils.hyper_opt.storage import capacity, connections_held, open_for_command, study_exists
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,15 +10,15 @@ from optuna.trial import TrialState
 from rich.console import Console
 from rich.table import Table
 
-from aimlutils.hyper_opt import progress
-from aimlutils.hyper_opt import study as study_lib
 from aimlutils.hyper_opt.commands.common import load_for_study, say
 from aimlutils.hyper_opt.config import RunConfig
 from aimlutils.hyper_opt.coordination import RunningTrials, alive, recover_study
+from aimlutils.hyper_opt.coordination import study as study_lib
 from aimlutils.hyper_opt.launchers import read_jobs, scheduler_for
-from aimlutils.hyper_opt.proxy import ProxyAddress, answers
+from aimlutils.hyper_opt.report import progress
 from aimlutils.hyper_opt.schedulers import Scheduler, SubmitError
 from aimlutils.hyper_opt.storage import open_for_command
+from aimlutils.hyper_opt.storage.proxy import ProxyAddress, answers
 
 #: How long ``cancel`` waits for cancelled workers to fail their own trials.
 CANCEL_WAIT_S = 20.0

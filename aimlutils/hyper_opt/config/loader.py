@@ -15,8 +15,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from aimlutils.hyper_opt import grid, samplers, schedulers
-from aimlutils.hyper_opt.command_objective import check_command_section
+from aimlutils.hyper_opt import schedulers
+from aimlutils.hyper_opt.config.command import check_command_section
 from aimlutils.hyper_opt.config.locations import (
     check_proxy,
     log_file_of,
@@ -34,7 +34,7 @@ from aimlutils.hyper_opt.errors import (
     join_path,
     pydantic_problems,
 )
-from aimlutils.hyper_opt.search_space import SearchSpace
+from aimlutils.hyper_opt.search_space import SearchSpace, grid, samplers
 from aimlutils.hyper_opt.search_space.markers import has_markers, parameters_from_markers
 from aimlutils.hyper_opt.search_space.overrides import apply_overrides
 

@@ -3,6 +3,7 @@ the log file, checked and made absolute, so that workers may start in any direct
 
 from __future__ import annotations
 
+import ast
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -13,7 +14,6 @@ from pydantic import BaseModel
 from aimlutils.hyper_opt import schedulers
 from aimlutils.hyper_opt.config.schema import HyperConfigSchema, OptunaSection
 from aimlutils.hyper_opt.errors import Problem, format_value
-from aimlutils.hyper_opt.objective_loader import check_objective_source
 from aimlutils.hyper_opt.storage import StorageSpec, missing_driver, parse_storage
 
 
@@ -62,6 +62,25 @@ def objective_path(
             return (None, [Problem("optuna.objective", problem)]) if problem else (candidate, [])
     looked = " and ".join(str(c) for c in dict.fromkeys(candidates))
     return None, [Problem("optuna.objective", f"file {value!r} not found (looked for {looked})")]
+
+
+def check_objective_source(path: Path) -> str | None:
+    """A problem with ``objective.py`` that is visible without importing it, else ``None``.
+
+    Importing would load the user's training stack (torch, TensorFlow) on the login node; parsing
+    finds syntax errors and a missing ``Objective`` class in milliseconds.
+    """
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    except OSError as err:
+        return f"{path} cannot be read: {err.strerror}; check its permissions"
+    except UnicodeDecodeError:
+        return f"{path} is not a text file (UTF-8)"
+    except SyntaxError as err:
+        return f"{path} line {err.lineno}: {err.msg}"
+    if not any(isinstance(node, ast.ClassDef) and node.name == "Objective" for node in tree.body):
+        return f"{path} defines no class Objective(BaseObjective)"
+    return None
 
 
 def storage_of(

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from aimlutils.hyper_opt import schedulers
-from aimlutils.hyper_opt.command_objective import CommandSpec
+from aimlutils.hyper_opt.config.command import CommandSpec
 from aimlutils.hyper_opt.config.schema import HyperConfigSchema, OptunaSection, SchedulerSection, hyper_schema
 from aimlutils.hyper_opt.paths import StudyPaths
 from aimlutils.hyper_opt.search_space import SearchSpace

@@ -45,7 +45,7 @@ class OptunaSection(_Section):
     name: str | None = None
     study_name: str | None = None
     reload: bool = False
-    # A path to objective.py, or a command mapping checked by aimlutils.hyper_opt.command_objective.
+    # A path to objective.py, or a command mapping checked by aimlutils.hyper_opt.objective.command.
     # Required unless the Python API is given an Objective class (the loader checks).
     objective: str | dict[str, Any] | None = None
     metric: str | list[str] = "val_loss"

@@ -13,7 +13,7 @@ import optuna
 from optuna.trial import FrozenTrial
 
 #: The user attribute holding ``{"results": {...}, "worker": {...}, "fail_reason": "...", "repro": {...}}``
-#: (``repro``: :mod:`aimlutils.hyper_opt.reproduce`).
+#: (``repro``: :mod:`aimlutils.hyper_opt.objective.reproduce`).
 RECORD_ATTR = "record"
 #: ``{name: value}`` written into the model config where it differs from ``trial.params[name]``.
 APPLIED_ATTR = "applied"

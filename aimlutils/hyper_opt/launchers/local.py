@@ -17,16 +17,16 @@ from optuna.storages import BaseStorage
 from rich.console import Console
 from rich.live import Live
 
-from aimlutils.hyper_opt import progress
-from aimlutils.hyper_opt import study as study_lib
 from aimlutils.hyper_opt._text import tail
 from aimlutils.hyper_opt.config import RunConfig
 from aimlutils.hyper_opt.coordination import recover_study
+from aimlutils.hyper_opt.coordination import study as study_lib
 from aimlutils.hyper_opt.launchers.base import Launcher, save_run_configs
 from aimlutils.hyper_opt.launchers.local_proxy import LocalProxy
 from aimlutils.hyper_opt.lifeline import Lifeline, StopRequest
-from aimlutils.hyper_opt.resilient import StorageUnavailable
+from aimlutils.hyper_opt.report import progress
 from aimlutils.hyper_opt.storage import open_storage
+from aimlutils.hyper_opt.storage.resilient import StorageUnavailable
 
 logger = logging.getLogger(__name__)
 

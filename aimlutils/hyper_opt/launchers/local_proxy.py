@@ -11,7 +11,7 @@ import time
 from aimlutils.hyper_opt.config import RunConfig
 from aimlutils.hyper_opt.launchers.base import WorkerCommand
 from aimlutils.hyper_opt.lifeline import Lifeline
-from aimlutils.hyper_opt.proxy import ProxyAddress, answers
+from aimlutils.hyper_opt.storage.proxy import ProxyAddress, answers
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class LocalProxy:
         argv = [
             sys.executable,
             "-m",
-            "aimlutils.hyper_opt.proxy",
+            "aimlutils.hyper_opt.storage.proxy",
             str(self.command.hyper),
             str(self.command.model),
         ]

@@ -7,7 +7,7 @@
 - ``best.yml``: the model config with the best trial's values applied (one objective), or
   ``pareto/trial_N.yml`` for each trial on the Pareto front (several objectives);
 - ``reproduce/trial_N.yml``: for each of those trials, what it takes to run it again
-  (:mod:`aimlutils.hyper_opt.reproduce`);
+  (:mod:`aimlutils.hyper_opt.objective.reproduce`);
 - ``plots/``: each plot as PNG, PDF and HTML (see :class:`PlotStyle` for the look).
 """
 
@@ -22,6 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from aimlutils.hyper_opt.config import RunConfig
 from aimlutils.hyper_opt.coordination import ResultsCsv, read_record
+from aimlutils.hyper_opt.objective.reproduce import write_reproductions
 from aimlutils.hyper_opt.report._plots import PlotResult, top_params, write_plots
 from aimlutils.hyper_opt.report._style import PlotStyle, load_style
 from aimlutils.hyper_opt.report._tables import (
@@ -34,7 +35,6 @@ from aimlutils.hyper_opt.report._tables import (
     wall_time,
     write_config,
 )
-from aimlutils.hyper_opt.reproduce import write_reproductions
 
 __all__ = [
     "PlotResult",

@@ -14,9 +14,9 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from aimlutils.hyper_opt.base_objective import BaseObjective
 from aimlutils.hyper_opt.config import RunConfig
-from aimlutils.hyper_opt.objective_loader import import_objective_module
+from aimlutils.hyper_opt.objective.base import BaseObjective
+from aimlutils.hyper_opt.objective.loader import import_objective_module
 
 _FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 from aimlutils.hyper_opt._text import as_list
 from aimlutils.hyper_opt.config.schema import SchedulerSection
 from aimlutils.hyper_opt.coordination.liveness import alive
-from aimlutils.hyper_opt.errors import Problem, format_value, join_path
+from aimlutils.hyper_opt.errors import HyperOptError, Problem, format_value, join_path
 
 #: Runs a scheduler command and returns its stdout, or raises :class:`SubmitError`.
 CommandRunner = Callable[[Sequence[str]], str]
@@ -29,7 +29,7 @@ CommandRunner = Callable[[Sequence[str]], str]
 _OPTION_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
 
 
-class SubmitError(RuntimeError):
+class SubmitError(HyperOptError, RuntimeError):
     """A scheduler command failed; carries the command, exit code, stdout and stderr."""
 
     def __init__(self, command: Sequence[str], returncode: int, stdout: str, stderr: str) -> None:

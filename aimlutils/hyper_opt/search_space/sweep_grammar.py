@@ -19,6 +19,7 @@ import yaml
 from optuna.distributions import FloatDistribution, IntDistribution
 
 from aimlutils.hyper_opt._text import scalar, top_level_commas
+from aimlutils.hyper_opt.errors import HyperOptError
 
 
 def hyper_prefixes() -> tuple[str, ...]:
@@ -41,7 +42,7 @@ _KEY = re.compile(r"[A-Za-z0-9_\-.:/]+")
 _MAX_SHUFFLED = 100_000
 
 
-class OverrideSyntaxError(ValueError):
+class OverrideSyntaxError(HyperOptError, ValueError):
     """An override that cannot be parsed; ``position`` is where in ``text`` parsing stopped."""
 
     def __init__(self, text: str, position: int, reason: str) -> None:

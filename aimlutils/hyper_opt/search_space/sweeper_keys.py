@@ -26,8 +26,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from aimlutils.hyper_opt import samplers
 from aimlutils.hyper_opt.errors import Problem, format_value
+from aimlutils.hyper_opt.search_space import samplers
 
 #: Config groups whose choice makes no difference here: there is one sweeper, and workers are
 #: started by ``optimize.py`` itself.

@@ -28,9 +28,14 @@ from optuna.storages.journal._file import BaseJournalFileLock
 
 from aimlutils.hyper_opt.coordination.locks import FileLock
 from aimlutils.hyper_opt.errors import ConfigError, Problem
-from aimlutils.hyper_opt.resilient import ResilientStorage, StorageUnavailable, resilient, with_retries
 from aimlutils.hyper_opt.stop import StopSignal
-from aimlutils.hyper_opt.trial_writes import RecordWithNextWrite, WorkerRDBStorage
+from aimlutils.hyper_opt.storage.resilient import (
+    ResilientStorage,
+    StorageUnavailable,
+    resilient,
+    with_retries,
+)
+from aimlutils.hyper_opt.storage.trial_writes import RecordWithNextWrite, WorkerRDBStorage
 
 logger = logging.getLogger(__name__)
 

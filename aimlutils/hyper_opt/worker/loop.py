@@ -6,19 +6,15 @@ of ``hyper.yml`` and ``model.yml`` saved in ``save_path``.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import datetime
 import logging
 import os
 import random
-import signal
-import sys
-import threading
 import time
 import traceback
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import optuna
@@ -27,9 +23,7 @@ from optuna.storages._heartbeat import get_heartbeat_thread, is_heartbeat_enable
 from optuna.study._tell import _tell_with_warning
 from optuna.trial import FrozenTrial, TrialState
 
-from aimlutils.hyper_opt import study as study_lib
-from aimlutils.hyper_opt.base_objective import BaseObjective
-from aimlutils.hyper_opt.config import ConfigError, RunConfig, load_config
+from aimlutils.hyper_opt.config import RunConfig
 from aimlutils.hyper_opt.coordination import (
     FileLock,
     ResultsCsv,
@@ -44,13 +38,13 @@ from aimlutils.hyper_opt.coordination import (
     trial_row,
     write_record,
 )
-from aimlutils.hyper_opt.lifeline import watch_parent
-from aimlutils.hyper_opt.logs import configure_logging
-from aimlutils.hyper_opt.reproduce import TrialRecorder
-from aimlutils.hyper_opt.resilient import StorageUnavailable
-from aimlutils.hyper_opt.stop import LEFT_FOR_LATER_EXIT_CODE, WARNING_SIGNAL, StopSignal, TrialInterrupted
-from aimlutils.hyper_opt.trial_writes import told_trial
-from aimlutils.hyper_opt.worker_setup import (
+from aimlutils.hyper_opt.coordination import study as study_lib
+from aimlutils.hyper_opt.objective.base import BaseObjective
+from aimlutils.hyper_opt.objective.reproduce import TrialRecorder
+from aimlutils.hyper_opt.stop import StopSignal, TrialInterrupted
+from aimlutils.hyper_opt.storage.resilient import StorageUnavailable
+from aimlutils.hyper_opt.storage.trial_writes import told_trial
+from aimlutils.hyper_opt.worker.setup import (
     build_worker_objective,
     liveness_for,
     worker_identity,
@@ -68,8 +62,6 @@ WAITING_SWEEP_INTERVAL_S = 5.0
 #: A thousand waiting workers then ask the storage a few hundred times a second, not a thousand,
 #: and a study's last trial is still seen to end within seconds by every worker waiting on it.
 WAITING_POLL_MAX_S = 5.0
-#: A worker's exit code when the storage stayed unreachable past ``optuna.storage_wait_s``.
-STORAGE_GONE_EXIT_CODE = 75
 
 
 class Worker:
@@ -308,87 +300,3 @@ def job_end(value: str | None) -> float | None:
         return datetime.datetime.fromisoformat(value.strip()).timestamp()
     except ValueError:  # "N/A", "Unknown": no limit known
         return None
-
-
-def arm_stop_warning(environ: Mapping[str, str] = os.environ) -> threading.Timer | None:
-    """Send this worker SIGUSR1 ``AIMLUTILS_STOP_WARNING_S`` seconds before ``AIMLUTILS_JOB_END``.
-
-    For schedulers with no warning signal of their own (PBS): their job script exports both. The
-    worker then treats it as it treats Slurm's ``--signal``: no new trial, and ``train`` may save
-    and leave.
-    """
-    end = job_end(environ.get("AIMLUTILS_JOB_END"))
-    try:
-        seconds = float(environ.get("AIMLUTILS_STOP_WARNING_S", ""))
-    except ValueError:
-        return None
-    if end is None or seconds <= 0:
-        return None
-    timer = threading.Timer(max(0.0, end - seconds - time.time()), os.kill, (os.getpid(), WARNING_SIGNAL))
-    timer.daemon = True
-    timer.start()
-    return timer
-
-
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="aimlutils-worker", description="Run trials of a study until its n_trials are done."
-    )
-    parser.add_argument("hyper", help="hyper.yml (the copy in save_path)")
-    parser.add_argument("model", help="model.yml (the copy in save_path)")
-    parser.add_argument("--index", type=int, default=0, help="this worker's number (default 0)")
-    parser.add_argument("--workers", type=int, default=1, help="how many workers share the study")
-    return parser.parse_args(argv)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    for signum in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
-        signal.signal(signum, StopSignal.handler)
-    watch_parent(signal.SIGTERM)  # a local launcher that dies stops this worker
-    arm_stop_warning()
-    try:
-        cfg = load_config(args.hyper, args.model)
-    except ConfigError as err:
-        print(err, file=sys.stderr)
-        return err.exit_code
-    configure_logging(cfg.log_file, prefix=f"worker {args.index}")
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    worker: Worker | None = None
-    try:
-        with StopSignal.interruptible_section():  # nothing to protect until the worker exists
-            worker = Worker(cfg, args.index, args.workers)
-        ran = worker.run()
-    except KeyboardInterrupt:
-        logger.warning("stopped by a signal; the running trial was marked FAIL and queued again")
-        return 130 if StopSignal.signum in (None, signal.SIGINT) else left_code(worker)
-    except StorageUnavailable as err:
-        # Its running trial stays RUNNING: the reload (or a live worker's sweep) recovers it.
-        logger.error("stopping: %s", err)
-        return STORAGE_GONE_EXIT_CODE
-    if StopSignal.stopping():
-        logger.warning("stopped by a signal between trials; ran %d", ran)
-        return 130 if StopSignal.signum == signal.SIGINT else left_code(worker)
-    if worker.out_of_time:
-        return left_code(worker)
-    logger.info("no trials left in the budget; ran %d", ran)
-    return 0
-
-
-def left_code(worker: Worker | None) -> int:
-    """The exit code of a worker that left early: in a batch job, having made progress, with its
-    study not done, :data:`LEFT_FOR_LATER_EXIT_CODE` (its job may run again to go on); else 0. A
-    job whose workers make no progress (an epoch longer than the job) is not run again and again,
-    nor one whose study was done meanwhile (its last trial ended as its time ran out)."""
-    if worker is None or not worker.progressed or not worker.identity.get("job_id"):
-        return 0
-    try:
-        done = worker.budget.check() is Room.DONE
-    except Exception as err:  # any storage error: better a run that finds nothing to do than none
-        logger.warning("could not tell whether the study is done (%s); asking for another run", err)
-        done = False
-    return 0 if done else LEFT_FOR_LATER_EXIT_CODE
-
-
-if __name__ == "__main__":
-    sys.exit(main())

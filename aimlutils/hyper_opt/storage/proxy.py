@@ -10,7 +10,7 @@ Workers wait for a proxy that is not there yet, or died, for up to ``optuna.stor
 reading the address again each time: ``optimize.py --reload`` (or, locally, ``optimize.py``
 itself) starts a new proxy, and they carry on with it.
 
-``python -m aimlutils.hyper_opt.proxy hyper.yml model.yml`` runs a proxy for a saved study.
+``python -m aimlutils.hyper_opt.storage.proxy hyper.yml model.yml`` runs a proxy for a saved study.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
     from optuna.storages import GrpcStorageProxy
 
 # Named, not __name__: run with -m, this module is __main__, outside the package's logger.
-logger = logging.getLogger("aimlutils.hyper_opt.proxy")
+logger = logging.getLogger("aimlutils.hyper_opt.storage.proxy")
 
 #: How often a proxy looks whether its study is done.
 DONE_CHECK_S = 10.0

@@ -26,7 +26,7 @@ from optuna.storages.journal._storage import JournalOperation
 from optuna.trial import FrozenTrial, TrialState
 
 from aimlutils.hyper_opt.coordination.records import RECORD_ATTR
-from aimlutils.hyper_opt.resilient import ResilientStorage, with_retries
+from aimlutils.hyper_opt.storage.resilient import ResilientStorage, with_retries
 
 if TYPE_CHECKING:
     import sqlalchemy

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import importlib.util
 import inspect
 import sys
@@ -10,28 +9,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from aimlutils.hyper_opt.base_objective import BaseObjective
+from aimlutils.hyper_opt.objective.base import BaseObjective
 
 _ARGS = ("study", "config", "metric", "device")
-
-
-def check_objective_source(path: Path) -> str | None:
-    """A problem with ``objective.py`` that is visible without importing it, else ``None``.
-
-    Importing would load the user's training stack (torch, TensorFlow) on the login node; parsing
-    finds syntax errors and a missing ``Objective`` class in milliseconds.
-    """
-    try:
-        tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
-    except OSError as err:
-        return f"{path} cannot be read: {err.strerror}; check its permissions"
-    except UnicodeDecodeError:
-        return f"{path} is not a text file (UTF-8)"
-    except SyntaxError as err:
-        return f"{path} line {err.lineno}: {err.msg}"
-    if not any(isinstance(node, ast.ClassDef) and node.name == "Objective" for node in tree.body):
-        return f"{path} defines no class Objective(BaseObjective)"
-    return None
 
 
 def import_objective_module(path: Path) -> ModuleType:

@@ -34,10 +34,10 @@ from typing import IO, Any, Protocol
 import yaml
 from optuna.trial import FrozenTrial
 
-from aimlutils.hyper_opt import samplers
 from aimlutils.hyper_opt.config import RunConfig
 from aimlutils.hyper_opt.coordination.records import RETRY_OF_ATTR, read_record
 from aimlutils.hyper_opt.paths import StudyPaths
+from aimlutils.hyper_opt.search_space import samplers
 
 logger = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ def _write_once(path: Path, text: str) -> None:
 class TrialRecorder:
     """One worker's part: its environment written once, each trial's config as it is applied.
 
-    :meth:`note_config` is called by :class:`~aimlutils.hyper_opt.base_objective.BaseObjective`
+    :meth:`note_config` is called by :class:`~aimlutils.hyper_opt.objective.base.BaseObjective`
     with the config it gives ``train``; :meth:`fields` is what goes into the trial's record.
     A file that cannot be written (a full disk) costs the trial its record's ids, nothing more.
     """

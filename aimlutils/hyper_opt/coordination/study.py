@@ -5,15 +5,16 @@ from __future__ import annotations
 import optuna
 from optuna.storages import BaseStorage
 
-from aimlutils.hyper_opt import grid, samplers
 from aimlutils.hyper_opt.config import RunConfig
+from aimlutils.hyper_opt.errors import HyperOptError
+from aimlutils.hyper_opt.search_space import grid, samplers
 from aimlutils.hyper_opt.storage import study_exists
 
 #: Study user attribute: the ``optuna.metric`` names, for reports.
 METRICS_ATTR = "metrics"
 
 
-class StudyExistsError(RuntimeError):
+class StudyExistsError(HyperOptError, RuntimeError):
     """A study of that name exists and ``reload`` is off."""
 
 

@@ -28,6 +28,7 @@ from optuna.trial import TrialState
 
 from aimlutils.hyper_opt.config import RunConfig
 from aimlutils.hyper_opt.coordination import RECORD_ATTR, FileLock
+from aimlutils.hyper_opt.errors import HyperOptError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -43,7 +44,7 @@ _PARENT_TAG = "mlflow.parentRunId"  # what MLflow's own nested runs set
 _BATCH = 1000  # MLflow takes at most 1000 metrics per call
 
 
-class TrackingError(RuntimeError):
+class TrackingError(HyperOptError, RuntimeError):
     """The MLflow experiment or the study's run cannot be used."""
 
 
@@ -242,8 +243,8 @@ def log_best(cfg: RunConfig, study: optuna.Study) -> str:
     """
     from mlflow.entities import RunTag
 
-    from aimlutils.hyper_opt import progress
     from aimlutils.hyper_opt.coordination import read_record
+    from aimlutils.hyper_opt.report import progress
 
     client, _, parent = study_run(cfg)
     run_id = parent.info.run_id

@@ -22,6 +22,8 @@ from optuna.storages import BaseStorage
 from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import TrialState
 
+from aimlutils.hyper_opt.errors import ExitCode, HyperOptError
+
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -31,8 +33,10 @@ _BACKOFF_FIRST_S = 0.5
 _BACKOFF_MAX_S = 15.0
 
 
-class StorageUnavailable(RuntimeError):
+class StorageUnavailable(HyperOptError, RuntimeError):
     """The storage did not answer within the limit."""
+
+    exit_code = ExitCode.STORAGE_GONE
 
 
 #: Messages of errors that waiting does not mend: a wrong password, a database that does not exist.

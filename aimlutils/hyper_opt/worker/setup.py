@@ -10,15 +10,15 @@ from typing import Any
 import optuna
 
 from aimlutils.hyper_opt import schedulers
-from aimlutils.hyper_opt.base_objective import BaseObjective
-from aimlutils.hyper_opt.command_objective import CommandObjective
 from aimlutils.hyper_opt.config import RunConfig
 from aimlutils.hyper_opt.coordination import (
     Liveness,
 )
-from aimlutils.hyper_opt.objective_loader import build_objective, import_objective_module
-from aimlutils.hyper_opt.proxy import client_opener
+from aimlutils.hyper_opt.objective.base import BaseObjective
+from aimlutils.hyper_opt.objective.command import CommandObjective
+from aimlutils.hyper_opt.objective.loader import build_objective, import_objective_module
 from aimlutils.hyper_opt.storage import open_storage
+from aimlutils.hyper_opt.storage.proxy import client_opener
 
 
 def device_for(gpu: bool, environ: Mapping[str, str] = os.environ) -> str:
@@ -91,7 +91,7 @@ def build_worker_objective(
     objective.optuna_section = dict(cfg.hyper["optuna"])
     objective.custom_updates = getattr(module, "custom_updates", None) if module else None
     if cfg.schema.mlflow is not None:
-        from aimlutils.hyper_opt.tracking import TrialTracker  # MLflow only for studies that use it
+        from aimlutils.hyper_opt.objective.tracking import TrialTracker  # MLflow only for studies that use it
 
         objective.mlflow_run = TrialTracker(cfg, identity).trial_run
     return objective

@@ -1,0 +1,5 @@
+import sys
+
+from aimlutils.hyper_opt.worker.main import main
+
+sys.exit(main())
