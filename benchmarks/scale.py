@@ -239,7 +239,7 @@ def _drop_study(cfg: RunConfig) -> None:
 
 #: The proxy's own code, with its end-of-study exit turned off (see ``--proxy-ends-itself``).
 _STAYING_PROXY = (
-    "import sys, aimlutils.hyper_opt.storage.proxy as proxy\n"
+    "import sys, aimlutils.hyper_opt.launchers.proxy_server as proxy\n"
     "proxy.DONE_CHECK_S = 1e9\n"
     "sys.exit(proxy.main(sys.argv[1:]))"
 )

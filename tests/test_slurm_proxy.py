@@ -40,7 +40,7 @@ def test_four_array_tasks_of_four_workers_run_through_the_proxy_and_outlive_its_
         sections=section,
     )
     dry = command(hyper, model, "--dry-run")
-    assert dry.returncode == 0 and "-m aimlutils.hyper_opt.storage.proxy" in dry.stdout, (
+    assert dry.returncode == 0 and "-m aimlutils.hyper_opt.launchers.proxy_server" in dry.stdout, (
         dry.stdout + dry.stderr
     )
     proc = command(hyper, model)

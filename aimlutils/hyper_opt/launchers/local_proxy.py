@@ -36,7 +36,7 @@ class LocalProxy:
         argv = [
             sys.executable,
             "-m",
-            "aimlutils.hyper_opt.storage.proxy",
+            "aimlutils.hyper_opt.launchers.proxy_server",
             str(self.command.hyper),
             str(self.command.model),
         ]

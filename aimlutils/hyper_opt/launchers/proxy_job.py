@@ -30,7 +30,8 @@ def proxy_job(
     """The proxy's job script and its submit command."""
     own = proxy_scheduler(cfg, scheduler)
     path = cfg.paths.jobs / f"{scheduler.name}-proxy-{datetime.datetime.now():%Y%m%d-%H%M%S-%f}.sh"
-    serve = [python, "-m", "aimlutils.hyper_opt.storage.proxy", str(command.hyper), str(command.model)]
+    program = "aimlutils.hyper_opt.launchers.proxy_server"
+    serve = [python, "-m", program, str(command.hyper), str(command.model)]
     lines = [
         "#!/bin/bash -l",
         *own.header(1, cfg.paths.jobs),
