@@ -27,7 +27,7 @@ import optuna
 from aimlutils.hyper_opt.base_objective import BaseObjective
 from aimlutils.hyper_opt.config import RunConfig, load_config
 from aimlutils.hyper_opt.logs import configure_logging
-from aimlutils.hyper_opt.storage import JournalAppendLock
+from aimlutils.hyper_opt.storage.journal import JournalAppendLock
 from aimlutils.hyper_opt.storage.proxy import ProxyAddress
 from aimlutils.hyper_opt.worker import Worker
 

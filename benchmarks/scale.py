@@ -55,7 +55,7 @@ from _doc import write_section
 from _scale_child import SleepObjective
 from _scale_report import STORAGES, render, table_row
 
-from aimlutils.hyper_opt.api import _open_study, read_config
+from aimlutils.hyper_opt.api import open_study, read_config
 from aimlutils.hyper_opt.config import RunConfig
 from aimlutils.hyper_opt.launchers import save_run_configs
 from aimlutils.hyper_opt.launchers.local_proxy import LocalProxy
@@ -338,7 +338,7 @@ def run_case(
             return out
     if case.storage == "redis":
         _empty_redis(urls["redis"])
-    _open_study(cfg, case.workers)
+    open_study(cfg, case.workers)
     command = save_run_configs(cfg)
     env = dict(os.environ)
     # The proxy as a local run has it: started, restarted when it ends while workers run, stopped.

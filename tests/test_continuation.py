@@ -25,7 +25,8 @@ from aimlutils.hyper_opt.coordination import study as study_lib
 from aimlutils.hyper_opt.launchers import batch_launcher
 from aimlutils.hyper_opt.paths import StudyPaths
 from aimlutils.hyper_opt.stop import LEFT_FOR_LATER_EXIT_CODE, StopSignal, TrialInterrupted, stop_if_requested
-from aimlutils.hyper_opt.storage import JournalAppendLock, open_storage
+from aimlutils.hyper_opt.storage import open_storage
+from aimlutils.hyper_opt.storage.journal import JournalAppendLock
 from aimlutils.hyper_opt.worker import Worker, arm_stop_warning, left_code
 from tests.conftest import MODEL, ROOT, hyper_config, needs_module
 from tests.test_local_run import load_study, start_optimize

@@ -24,14 +24,16 @@ from optuna.trial import TrialState
 from aimlutils.hyper_opt.coordination import recovery
 from aimlutils.hyper_opt.coordination.budget import Room, TrialBudget
 from aimlutils.hyper_opt.coordination.claim import claim_trial
+from aimlutils.hyper_opt.coordination.lifecycle import TrialLife
 from aimlutils.hyper_opt.coordination.liveness import Liveness
-from aimlutils.hyper_opt.coordination.locks import FileLock
 from aimlutils.hyper_opt.coordination.owners import RunningTrials
 from aimlutils.hyper_opt.coordination.records import RECORD_ATTR
-from aimlutils.hyper_opt.coordination.recovery import fail_dead_trials, recover_study, requeue
+from aimlutils.hyper_opt.coordination.recovery import fail_dead_trials, recover_study
 from aimlutils.hyper_opt.coordination.results_csv import ResultsCsv
+from aimlutils.hyper_opt.coordination.retries import requeue
 from aimlutils.hyper_opt.paths import StudyPaths
 from aimlutils.hyper_opt.storage import StorageSpec, open_storage, parse_storage
+from aimlutils.hyper_opt.storage.locks import FileLock
 from tests.conftest import service_url
 
 STORAGES = ["journal", "sqlite", "postgresql", "mysql", "redis"]
@@ -146,7 +148,7 @@ def test_a_live_workers_trial_is_left_alone(study, tmp_path):
     owners = RunningTrials(tmp_path / "running")
     owners.mark(trial.number, {"host": os.uname().nodename, "pid": os.getpid()})
     running = study.get_trials(states=(TrialState.RUNNING,))
-    assert fail_dead_trials(study, study._storage, running, owners, Liveness()) == []
+    assert fail_dead_trials(_life(study, tmp_path), running, Liveness()) == []
 
 
 def test_a_trial_finished_while_the_sweep_ran_is_left_alone(study, tmp_path, monkeypatch):
@@ -160,10 +162,16 @@ def test_a_trial_finished_while_the_sweep_ran_is_left_alone(study, tmp_path, mon
     running = study.get_trials(states=(TrialState.RUNNING,))
     study.tell(trial, 0.5)
     owners.clear(trial.number)
-    assert fail_dead_trials(study, study._storage, running, owners, Liveness()) == []
+    assert fail_dead_trials(_life(study, tmp_path), running, Liveness()) == []
     _finish(study, 1)  # nothing the sweep wrote is left to fail the next write
     assert [t.state for t in study.get_trials()] == [TrialState.COMPLETE, TrialState.COMPLETE]
     assert RECORD_ATTR not in study.get_trials()[0].user_attrs
+
+
+def _life(study, folder):
+    """The lifecycle of ``study``'s trials, for recovery, with ``folder`` as save_path."""
+    paths = StudyPaths(folder)
+    return TrialLife(study, study._storage, paths, ResultsCsv(paths.results_csv))
 
 
 def test_requeue_respects_max_retries(study):

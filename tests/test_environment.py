@@ -12,7 +12,7 @@ import optuna
 import pytest
 import yaml
 
-from aimlutils.hyper_opt.api import _open_study, read_config
+from aimlutils.hyper_opt.api import open_study, read_config
 from aimlutils.hyper_opt.cli import main
 from aimlutils.hyper_opt.coordination import ResultsCsv
 from aimlutils.hyper_opt.worker import Worker
@@ -111,7 +111,7 @@ def test_a_csv_that_cannot_be_written_leaves_the_trials_in_the_study(tmp_path, m
     hyper = hyper_config(tmp_path / "results", tmp_path / "unused.py", n_trials=3)
     del hyper["optuna"]["objective"]
     cfg = read_config(hyper, dict(MODEL), objective=Quadratic)
-    study = _open_study(cfg, 1)
+    study = open_study(cfg, 1)
 
     def disk_full(self: ResultsCsv, row: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -82,19 +82,27 @@ def test_workers_of_a_study_share_one_queue_query_per_interval(tmp_path):
     assert workers[-1].is_gone({"host": "elsewhere", "pid": 1, "job_id": "7_2"})
 
 
+def _life(study, folder):
+    """The lifecycle of ``study``'s trials, for recovery, with ``folder`` as save_path."""
+    from aimlutils.hyper_opt.coordination import ResultsCsv, TrialLife
+    from aimlutils.hyper_opt.paths import StudyPaths
+
+    paths = StudyPaths(folder)
+    return TrialLife(study, study._storage, paths, ResultsCsv(paths.results_csv))
+
+
 def test_a_trial_no_worker_took_up_is_failed_after_a_while(tmp_path, monkeypatch):
     import optuna
 
-    from aimlutils.hyper_opt.coordination import RunningTrials, recovery
+    from aimlutils.hyper_opt.coordination import recovery
 
     study = optuna.create_study()
     trial = study.ask()
     trial.suggest_float("x", 0, 1)
-    owners = RunningTrials(tmp_path / "running")
     running = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
-    assert recovery.fail_dead_trials(study, study._storage, running, owners, Liveness()) == []
+    assert recovery.fail_dead_trials(_life(study, tmp_path), running, Liveness()) == []
     monkeypatch.setattr(recovery, "ORPHAN_AFTER_S", 0.0)
-    assert recovery.fail_dead_trials(study, study._storage, running, owners, Liveness()) == [0]
+    assert recovery.fail_dead_trials(_life(study, tmp_path), running, Liveness()) == [0]
     failed = study.trials[0]
     assert failed.state == optuna.trial.TrialState.FAIL
     assert "no worker took the trial up" in failed.user_attrs["record"]["fail_reason"]
@@ -117,7 +125,7 @@ def test_a_trial_that_ends_while_it_is_judged_is_left_as_it_ended(tmp_path):
     owners.mark(0, {"host": "node9", "pid": 1, "job_id": "7_1"})
     study.tell(trial, 0.5)
     gone = Liveness(lambda: {}, min_interval_s=0)  # the queue has forgotten job 7_1
-    assert recovery.fail_dead_trials(study, study._storage, running, owners, gone) == []
+    assert recovery.fail_dead_trials(_life(study, tmp_path), running, gone) == []
     assert study.trials[0].state == optuna.trial.TrialState.COMPLETE and not study.trials[0].user_attrs
     assert len(study.trials) == 1  # nothing queued again
 

@@ -22,7 +22,7 @@ import pytest
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
-from aimlutils.hyper_opt.api import _open_study, read_config
+from aimlutils.hyper_opt.api import open_study, read_config
 from aimlutils.hyper_opt.base_objective import BaseObjective
 from aimlutils.hyper_opt.worker import Worker
 from tests.conftest import MODEL, hyper_config, service_url, under_ci
@@ -212,7 +212,7 @@ def test_a_journal_file_failing_with_eio_is_waited_out(tmp_path, monkeypatch):
     hyper = hyper_config(tmp_path / "results", tmp_path / "unused.py", n_trials=20)
     del hyper["optuna"]["objective"]
     cfg = read_config(hyper, dict(MODEL), objective=_Sleepy)
-    _open_study(cfg, 4)
+    open_study(cfg, 4)
     failing = threading.Event()
     append, read = JournalFileBackend.append_logs, JournalFileBackend.read_logs
 

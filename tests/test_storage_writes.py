@@ -17,16 +17,14 @@ import pytest
 import sqlalchemy
 from optuna.exceptions import StorageInternalError
 from optuna.storages import InMemoryStorage, RDBStorage
-from optuna.storages.journal._storage import JournalOperation
-from optuna.study._tell import _tell_with_warning
 from optuna.trial import TrialState
 
-from aimlutils.hyper_opt.api import _open_study, read_config
+from aimlutils.hyper_opt.api import open_study, read_config
 from aimlutils.hyper_opt.base_objective import BaseObjective
-from aimlutils.hyper_opt.coordination import RECORD_ATTR, RunningTrials, write_record
+from aimlutils.hyper_opt.coordination import RECORD_ATTR, ResultsCsv, RunningTrials, TrialLife
+from aimlutils.hyper_opt.paths import StudyPaths
 from aimlutils.hyper_opt.storage import StorageSpec, open_storage, parse_storage
 from aimlutils.hyper_opt.storage.resilient import ResilientStorage, StorageUnavailable
-from aimlutils.hyper_opt.storage.trial_writes import told_trial
 from aimlutils.hyper_opt.worker import Worker
 from tests.conftest import MODEL, hyper_config, service_url
 
@@ -51,6 +49,11 @@ def _worker_study(kind: str, tmp_path: Path) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler(0))
 
 
+def _hold_record(study: optuna.Study, trial: optuna.Trial, record: dict[str, Any]) -> None:
+    """Hold ``record`` for the trial's end, as a worker's lifecycle does."""
+    study._storage.writes.hold_attr(study._storage, trial._trial_id, RECORD_ATTR, record)
+
+
 def _rdb(study: optuna.Study) -> Any:
     storage = study._storage
     assert isinstance(storage, ResilientStorage)
@@ -68,10 +71,10 @@ def test_the_told_trial_is_the_trial_as_stored(kind, state, tmp_path):
     trial.report(0.7, 0)
     trial.report(0.6, 1)
     trial.set_user_attr("applied", {"x": 0.25})
-    write_record(trial, results={"val_loss": 0.5}, worker={"host": "here", "pid": 1})
-    values = 0.5 if state == TrialState.COMPLETE else None
-    told_state, told_values, _ = _tell_with_warning(study, trial, values, state)
-    told = told_trial(study._storage, trial, told_state, told_values)
+    life = TrialLife(study, study._storage, StudyPaths(tmp_path), ResultsCsv(tmp_path / "trials.csv"))
+    record = {"results": {"val_loss": 0.5}, "worker": {"host": "here", "pid": 1}}
+    told = life.finish(trial, 0.5 if state == TrialState.COMPLETE else None, state, record)
+    assert told is not None
     stored = study._storage.get_trial(trial._trial_id)
     fields = ["number", "state", "values", "params", "distributions", "user_attrs", "intermediate_values"]
     fields += ["datetime_start", "datetime_complete"]
@@ -101,13 +104,14 @@ def test_a_journal_trials_record_rides_with_its_tell_and_costs_no_read(tmp_path,
     trial.suggest_float("x", 0, 1)
     appended.clear()
     reads[0] = 0
-    write_record(trial, results={"val_loss": 0.5})
+    study._storage.writes.hold_attr(
+        study._storage, trial._trial_id, RECORD_ATTR, {"results": {"val_loss": 0.5}}
+    )
     assert (appended, reads[0]) == ([], 0)  # held: no write, and no read of the file for it
     study.tell(trial, 0.5)
-    assert len(appended) == 1 and [log["op_code"] for log in appended[0]] == [
-        JournalOperation.SET_TRIAL_USER_ATTR,
-        JournalOperation.SET_TRIAL_STATE_VALUES,
-    ]
+    # One append: the record, then the tell.
+    assert len(appended) == 1
+    assert [("user_attr" in log, "state" in log) for log in appended[0]] == [(True, False), (False, True)]
     stored = study._storage.get_trial(trial._trial_id)
     assert stored.state == TrialState.COMPLETE and stored.user_attrs[RECORD_ATTR] == {
         "results": {"val_loss": 0.5}
@@ -160,7 +164,9 @@ def test_a_record_already_on_a_running_trial_does_not_stop_its_tell(kind, tmp_pa
     trial = study.ask()
     trial.suggest_float("x", 0, 1)
     RDBStorage.set_trial_user_attr(_rdb(study), trial._trial_id, RECORD_ATTR, {"fail_reason": "gone"})
-    write_record(trial, results={"val_loss": 0.5})
+    study._storage.writes.hold_attr(
+        study._storage, trial._trial_id, RECORD_ATTR, {"results": {"val_loss": 0.5}}
+    )
     study.tell(trial, 0.5)
     stored = study._storage.get_trial(trial._trial_id)
     assert stored.state == TrialState.COMPLETE and stored.user_attrs[RECORD_ATTR] == {
@@ -180,7 +186,7 @@ def test_a_worker_fails_a_trial_whose_heartbeat_stopped(tmp_path):
     del hyper["optuna"]["objective"]
     hyper["optuna"]["storage"] = f"sqlite:///{tmp_path / 'study.db'}"
     cfg = read_config(hyper, dict(MODEL), objective=_Quick)
-    study = _open_study(cfg, 1)
+    study = open_study(cfg, 1)
     lost = study.ask()
     lost.suggest_float("lr", 0.0, 1.0)
     RunningTrials.of(cfg.paths).mark(lost.number, {"host": "a-node-elsewhere", "pid": 1})
@@ -215,7 +221,7 @@ def test_an_outage_met_inside_the_objective_stops_the_worker_and_leaves_the_tria
     del hyper["optuna"]["objective"]
     hyper["optuna"]["storage"] = f"sqlite:///{tmp_path / 'study.db'}"
     cfg = read_config(hyper, dict(MODEL), objective=_ReportsIntoAnOutage)
-    _open_study(cfg, 1)
+    open_study(cfg, 1)
     with pytest.raises(StorageUnavailable):
         Worker(cfg, objective_class=_ReportsIntoAnOutage, max_trials=1).run()
     trials = optuna.load_study(study_name=cfg.study_name, storage=hyper["optuna"]["storage"]).trials

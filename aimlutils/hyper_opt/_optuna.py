@@ -45,7 +45,10 @@ __all__ = [
 
 
 def tell(
-    study: optuna.Study, trial: optuna.Trial, values: float | Sequence[float] | None, state: TrialState | None
+    study: optuna.Study,
+    trial: optuna.Trial | int,
+    values: float | Sequence[float] | None,
+    state: TrialState | None,
 ) -> tuple[TrialState, list[float] | None]:
     """``study.tell`` as ``study.optimize`` does it: the told state and values, without the deep
     copy of the finished trial ``study.tell`` returns (a tenth of a cheap trial's time).

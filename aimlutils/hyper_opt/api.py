@@ -73,8 +73,9 @@ def _plain(data: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _plain(v) if isinstance(v, Mapping) else v for k, v in data.items()}
 
 
-def _open_study(cfg: RunConfig, n_workers: int) -> optuna.Study:
-    """Create or reload the study and fail the trials that lost their workers before."""
+def open_study(cfg: RunConfig, n_workers: int) -> optuna.Study:
+    """Create or reload the study of ``cfg`` (as ``optimize.py`` does before its workers start) and
+    fail the trials that lost their workers before."""
     cfg.save_path.mkdir(parents=True, exist_ok=True)
     storage = open_for_command(cfg.storage, cfg.optuna.storage_wait_s)
     study, reloaded = study_lib.create_or_load(cfg, storage, n_workers)
@@ -103,7 +104,7 @@ def optimize(
     cfg = read_config(hyper, model, objective, overrides, base_dir)
     if reload is not None:
         cfg = cfg.with_optuna(reload=reload)
-    _open_study(cfg, workers)
+    open_study(cfg, workers)
     if objective is None:
         LocalLauncher(cfg).launch(workers)
     elif workers == 1:
@@ -140,7 +141,7 @@ def submit(
     cfg = read_config(hyper, model, objective, overrides, base_dir)
     if reload is not None:
         cfg = cfg.with_optuna(reload=reload)
-    _open_study(cfg, workers)
+    open_study(cfg, workers)
     if isinstance(executor, submitit.DebugExecutor):
         command = save_run_configs(cfg)
         return [executor.submit(run_worker, command.hyper, command.model, 0, 1, objective, 1, True)]

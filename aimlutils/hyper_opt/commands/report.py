@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import optuna
 from optuna.storages import BaseStorage
@@ -76,7 +75,7 @@ def report(args: argparse.Namespace, console: Console) -> int:
 
 def open_existing(cfg: RunConfig) -> BaseStorage | None:
     """The study's storage, or ``None`` when the study does not exist (nothing is created)."""
-    if cfg.storage.kind == "journal" and not Path(cfg.storage.location).exists():
+    if not cfg.storage.storage_kind.exists(cfg.storage.location):
         return None
     storage = open_for_command(cfg.storage, cfg.optuna.storage_wait_s)
     return storage if study_exists(storage, cfg.study_name) else None

@@ -136,11 +136,10 @@ def plan(cfg: RunConfig, study: optuna.Study, launcher: BatchLauncher | None, wa
         notes.append(
             f"Not in the model config, left to custom_updates: {', '.join(p.name for p in unplaced)}"
         )
-    if cfg.storage.kind == "sqlite" and n_workers > 1:
+    kind = cfg.storage.storage_kind
+    if kind.many_workers_warning and n_workers > 1:
         notes.append(
-            f"Warning: SQLite ({cfg.storage}) with {n_workers} workers: SQLite locks badly under many "
-            "writers and is unsafe on network file systems; prefer the default journal file, "
-            "PostgreSQL or MySQL for parallel studies."
+            f"Warning: {kind.title} ({cfg.storage}) with {n_workers} workers: {kind.many_workers_warning}"
         )
     return Plan(n_workers, remaining, tuple(notes))
 

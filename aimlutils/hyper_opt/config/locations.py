@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from aimlutils.hyper_opt import schedulers
 from aimlutils.hyper_opt.config.schema import HyperConfigSchema, OptunaSection
 from aimlutils.hyper_opt.errors import Problem, format_value
-from aimlutils.hyper_opt.storage import StorageSpec, missing_driver, parse_storage
+from aimlutils.hyper_opt.storage import StorageSpec, kinds, missing_driver, parse_storage, titles
 
 
 def save_path_of(
@@ -101,12 +101,13 @@ def storage_of(
 def check_proxy(section: OptunaSection | None, storage: StorageSpec | None) -> list[Problem]:
     if section is None or section.proxy_section is None or storage is None:
         return []
-    if storage.kind in ("postgresql", "mysql"):
+    if storage.storage_kind.proxy_can_front:
         return []
+    fronted = titles([kind for kind in kinds() if kind.proxy_can_front])
     return [
         Problem(
             "optuna.proxy",
-            f"the storage proxy fronts PostgreSQL or MySQL, but optuna.storage is {storage.kind} "
+            f"the storage proxy fronts {fronted}, but optuna.storage is {storage.kind} "
             f"({storage}); "
             "a journal file or Redis needs no proxy (and Optuna's proxy can lose trials with them), "
             "SQLite cannot serve many workers: remove optuna.proxy, or use a database URL",

@@ -8,8 +8,8 @@ from typing import Any
 import optuna
 
 from aimlutils.hyper_opt.coordination.budget import Room, TrialBudget
-from aimlutils.hyper_opt.coordination.locks import FileLock
 from aimlutils.hyper_opt.coordination.owners import RunningTrials
+from aimlutils.hyper_opt.storage.locks import FileLock
 
 
 def claim_trial(

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aimlutils.hyper_opt.coordination.locks import FileLock
+from aimlutils.hyper_opt.storage.locks import FileLock
 
 #: ``{job id: state}`` of the queued and running jobs, from one scheduler call.
 QueueQuery = Callable[[], dict[str, str]]

@@ -26,9 +26,20 @@ RETRIES_ATTR = "retries"
 ORIGIN_ATTR = "origin_trial"
 
 
+def make_record(**fields: Any) -> dict[str, Any]:
+    """A trial's record from ``fields`` (``results``, ``worker``, ``fail_reason``, ``repro``).
+
+    Example:
+        >>> make_record(results={"loss": 0.5}, fail_reason=None)
+        {'results': {'loss': 0.5}}
+    """
+    return {k: v for k, v in fields.items() if v is not None}
+
+
 def write_record(trial: optuna.trial.BaseTrial, **fields: Any) -> None:
-    """Store ``fields`` (``results``, ``worker``, ``fail_reason``, ``repro``) on ``trial`` in one write."""
-    trial.set_user_attr(RECORD_ATTR, {k: v for k, v in fields.items() if v is not None})
+    """Store ``fields`` on ``trial`` in one write of its own (outside a worker, which stores a
+    trial's record with the trial's end: :mod:`aimlutils.hyper_opt.coordination.lifecycle`)."""
+    trial.set_user_attr(RECORD_ATTR, make_record(**fields))
 
 
 def origin_of(trial: FrozenTrial | optuna.trial.BaseTrial) -> int:

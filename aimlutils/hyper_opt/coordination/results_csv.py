@@ -17,8 +17,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from aimlutils.hyper_opt.coordination.locks import FileLock
 from aimlutils.hyper_opt.coordination.records import APPLIED_ATTR, RETRY_OF_ATTR, read_record
+from aimlutils.hyper_opt.storage.locks import FileLock
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 _HEAD = ["trial", "state", "value"]
@@ -61,7 +61,7 @@ def _header(existing: list[str], new_keys: Iterable[str]) -> list[str]:
 class ResultsCsv:
     """``trial_results.csv`` opened once by a worker; every write happens under an exclusive lock.
 
-    The lock (:class:`~aimlutils.hyper_opt.coordination.locks.FileLock`) holds across nodes and
+    The lock (:class:`~aimlutils.hyper_opt.storage.locks.FileLock`) holds across nodes and
     threads. The file is rewritten in place, never replaced, so a lock always covers the file
     others see.
 

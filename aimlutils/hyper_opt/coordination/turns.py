@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from aimlutils.hyper_opt.coordination.locks import FileLock
+from aimlutils.hyper_opt.storage.locks import FileLock
 
 
 class StudyTurn:

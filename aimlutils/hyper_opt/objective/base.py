@@ -30,7 +30,13 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 
-from aimlutils.hyper_opt.coordination.records import APPLIED_ATTR, RETRY_OF_ATTR, origin_of, write_record
+from aimlutils.hyper_opt.coordination.records import (
+    APPLIED_ATTR,
+    RECORD_ATTR,
+    RETRY_OF_ATTR,
+    make_record,
+    origin_of,
+)
 from aimlutils.hyper_opt.errors import HyperOptError
 from aimlutils.hyper_opt.paths import StudyPaths
 from aimlutils.hyper_opt.search_space import SearchSpace, suggest_from_spec
@@ -60,6 +66,10 @@ class BaseObjective:
     study_paths: StudyPaths | None = None
     #: Set by the worker: keeps each trial's applied config and what its record says of it.
     recorder: Recorder | None = None
+    #: Set by the worker: :meth:`save` leaves each trial's record here, by trial number, and the
+    #: worker stores it with the trial's end, in the same write. Outside a worker (``None``) the
+    #: record is stored on the trial at once.
+    held_records: dict[int, dict[str, Any]] | None = None
     #: The temporary folder that holds checkpoints outside a worker (made when first needed).
     scratch_dir: Path | None = None
 
@@ -158,7 +168,11 @@ class BaseObjective:
         """Check what ``train`` returned, record it on the trial, and return the metric value(s)."""
         values = check_results(results, self.metrics)
         stored = {str(k): _jsonable(v) for k, v in results.items()}
-        write_record(trial, results=stored, worker=self.worker_identity, repro=self.repro_fields(trial))
+        record = make_record(results=stored, worker=self.worker_identity, repro=self.repro_fields(trial))
+        if self.held_records is not None:
+            self.held_records[trial.number] = record
+        else:
+            trial.set_user_attr(RECORD_ATTR, record)
         return values[0] if len(values) == 1 else values
 
     def repro_fields(self, trial: optuna.trial.BaseTrial) -> dict[str, Any] | None:

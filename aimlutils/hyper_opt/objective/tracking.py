@@ -136,7 +136,14 @@ class TrialTracker:
             mlflow.log_artifact("model.pt")  # goes to the trial's run
     """
 
-    def __init__(self, cfg: RunConfig, identity: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        cfg: RunConfig,
+        identity: Mapping[str, Any] | None = None,
+        held_records: Mapping[int, Mapping[str, Any]] | None = None,
+    ) -> None:
+        #: Records a worker holds until its trials end (they are not on the trial until then).
+        self.held_records = held_records if held_records is not None else {}
         self.client, self.experiment_id, parent = study_run(cfg)
         self.parent_id = parent.info.run_id
         self.study_name = cfg.study_name
@@ -192,7 +199,7 @@ class TrialTracker:
         now = int(time.time() * 1000)
         tags = [RunTag(STATE_TAG, state.name)] + ([RunTag("fail_reason", reason[:5000])] if reason else [])
         try:
-            record = trial.user_attrs.get(RECORD_ATTR) or {}
+            record = trial.user_attrs.get(RECORD_ATTR) or self.held_records.get(trial.number) or {}
             metrics = numeric_metrics(record.get("results") or {}, now)
             steps = sorted(_intermediate(trial).items())
             metrics += [_metric(INTERMEDIATE_METRIC, v, now, s) for s, v in steps]

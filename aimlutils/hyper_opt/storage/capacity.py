@@ -7,26 +7,10 @@ many clients already"), so a study that does not fit is refused with the numbers
 
 from __future__ import annotations
 
-import dataclasses
-
-from aimlutils.hyper_opt.storage import StorageSpec
+from aimlutils.hyper_opt.storage._base import DatabaseRoom, StorageSpec
 
 #: Connections of ``optimize.py`` itself while it runs local workers (progress, recovery).
 OWN_CONNECTIONS = 2
-
-
-@dataclasses.dataclass(frozen=True)
-class DatabaseRoom:
-    """A database server's connection limit and what is in use now."""
-
-    max_connections: int
-    in_use: int
-    reserved: int = 0
-    """Slots kept for superusers, which this user cannot take."""
-
-    @property
-    def free(self) -> int:
-        return max(0, self.max_connections - self.reserved - self.in_use)
 
 
 def database_room(spec: StorageSpec, held_here: int = 0) -> DatabaseRoom | None:
@@ -35,32 +19,7 @@ def database_room(spec: StorageSpec, held_here: int = 0) -> DatabaseRoom | None:
     ``held_here``: connections this process holds open already (its own storage's pool), which
     the server counts as in use but which are this process's, not others'.
     """
-    if spec.kind not in ("postgresql", "mysql"):
-        return None
-    import sqlalchemy
-
-    engine = sqlalchemy.create_engine(spec.location, poolclass=sqlalchemy.pool.NullPool)
-    try:
-        with engine.connect() as conn:
-            if spec.kind == "postgresql":
-                limit = int(conn.exec_driver_sql("SHOW max_connections").scalar_one())
-                reserved = int(conn.exec_driver_sql("SHOW superuser_reserved_connections").scalar_one())
-                superuser = conn.exec_driver_sql("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
-                is_super = bool(superuser.scalar_one_or_none())
-                in_use = int(
-                    conn.exec_driver_sql(
-                        "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
-                    ).scalar_one()
-                )
-                # This check's own connection closes before any worker starts.
-                return DatabaseRoom(limit, in_use - 1 - held_here, 0 if is_super else reserved)
-            limit = int(conn.exec_driver_sql("SELECT @@max_connections").scalar_one())
-            in_use = int(
-                conn.exec_driver_sql("SELECT COUNT(*) FROM information_schema.processlist").scalar_one()
-            )
-            return DatabaseRoom(limit, in_use - 1 - held_here)
-    finally:
-        engine.dispose()
+    return spec.storage_kind.room(spec.location, held_here)
 
 
 def connection_problem(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -106,3 +107,12 @@ def client_opener(paths: StudyPaths) -> Callable[[], BaseStorage]:
         return client
 
     return open_client
+
+
+def proxy_outage(err: BaseException) -> bool:
+    """Whether ``err`` is the proxy's client saying the proxy cannot be reached now (it restarts)."""
+    grpc = sys.modules.get("grpc")  # not loaded: not a gRPC error
+    if grpc is None or not isinstance(err, grpc.RpcError):
+        return False
+    code = getattr(err, "code", lambda: None)()
+    return getattr(code, "name", "") in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED")

@@ -19,10 +19,13 @@ from typing import Any, TypeVar
 
 from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
 from optuna.storages import BaseStorage
-from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import TrialState
 
+from aimlutils.hyper_opt._optuna import BaseHeartbeat
 from aimlutils.hyper_opt.errors import ExitCode, HyperOptError
+from aimlutils.hyper_opt.storage._base import kinds
+from aimlutils.hyper_opt.storage.proxy import proxy_outage
+from aimlutils.hyper_opt.storage.trial_writes import TrialWrites
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -56,25 +59,19 @@ _NOT_OUTAGE = re.compile("|".join(re.escape(text) for text in _NOT_OUTAGES))
 
 
 def is_outage(err: BaseException) -> bool:
-    """Whether ``err`` says the storage could not be reached, rather than that a request was wrong."""
+    """Whether ``err`` says the storage could not be reached, rather than that a request was wrong:
+    an error of Optuna's, the file system's or the network's that says so, or one that a storage
+    kind (:meth:`~aimlutils.hyper_opt.storage._base.StorageKind.is_outage`) or the proxy
+    recognises as its own."""
     if _NOT_OUTAGE.search(str(err)):
         return False
     if isinstance(err, StorageInternalError):
         return True
     if isinstance(err, OSError) and err.errno in _FILE_SYSTEM_ERRORS:
         return True
-    if isinstance(err, ConnectionError):  # includes redis-py's, which subclasses it
+    if isinstance(err, ConnectionError):
         return True
-    kind = type(err)
-    names = {c.__module__.split(".")[0] + "." + c.__name__ for c in kind.__mro__}
-    if {"sqlalchemy.OperationalError", "sqlalchemy.InterfaceError"} & names:
-        return True
-    if "redis.ConnectionError" in names or "redis.TimeoutError" in names:
-        return True
-    if "grpc.RpcError" in names:
-        code = getattr(err, "code", lambda: None)()
-        return getattr(code, "name", "") in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "CANCELLED")
-    return False
+    return proxy_outage(err) or any(kind.is_outage(err) for kind in kinds())
 
 
 def with_retries(
@@ -147,7 +144,8 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
     """Wraps a storage so that each call survives an outage of up to ``limit_s`` seconds.
 
     ``reconnect`` (optional) builds a fresh backend before a retry, for backends that must be
-    re-pointed (a restarted proxy listens on a new address).
+    re-pointed (a restarted proxy listens on a new address). ``writes``: how the storage's kind
+    writes a trial's record with the trial's end (:mod:`~aimlutils.hyper_opt.storage.trial_writes`).
     """
 
     def __init__(
@@ -156,11 +154,18 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
         limit_s: float,
         where: str,
         reconnect: Callable[[], BaseStorage] | None = None,
+        writes: TrialWrites | None = None,
     ) -> None:
         self.backend = backend
         self.limit_s = limit_s
         self.where = where
         self.reconnect = reconnect
+        self.writes = writes or TrialWrites()
+
+    def call(self, function: Callable[..., T], *args: Any) -> T:
+        """``function(*args)``, a read or write of the storage's own, waiting out outages as the
+        storage's calls do."""
+        return with_retries(lambda _: function(*args), self.limit_s, self.where)
 
     def __getstate__(self) -> dict[str, Any]:
         return self.__dict__.copy()
@@ -222,8 +227,12 @@ ResilientStorage.__abstractmethods__ = frozenset()
 
 
 def resilient(
-    backend: BaseStorage, limit_s: float, where: str, reconnect: Callable[[], BaseStorage] | None = None
+    backend: BaseStorage,
+    limit_s: float,
+    where: str,
+    reconnect: Callable[[], BaseStorage] | None = None,
+    writes: TrialWrites | None = None,
 ) -> ResilientStorage:
     """``backend`` behind a :class:`ResilientStorage`."""
     # The storage methods are set on the class above, which type checkers cannot see.
-    return ResilientStorage(backend, limit_s, where, reconnect)  # type: ignore[abstract]
+    return ResilientStorage(backend, limit_s, where, reconnect, writes)  # type: ignore[abstract]

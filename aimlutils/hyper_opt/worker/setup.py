@@ -67,8 +67,13 @@ def build_worker_objective(
     study: optuna.Study,
     identity: dict[str, Any],
     objective_class: type[BaseObjective] | None = None,
+    hold_records: bool = False,
 ) -> BaseObjective:
-    """The user's Objective (from ``objective.py``, a command, or ``objective_class``), set up."""
+    """The user's Objective (from ``objective.py``, a command, or ``objective_class``), set up.
+
+    ``hold_records``: the objective leaves each trial's record for the caller, which stores it with
+    the trial's end (a worker's :class:`~aimlutils.hyper_opt.coordination.TrialLife`).
+    """
     device, gpus = device_for(cfg.optuna.gpu), gpus_for(cfg.optuna.gpu)
     metric: Any = cfg.metrics[0] if len(cfg.metrics) == 1 else list(cfg.metrics)
     available = {"study": study, "config": cfg.model, "metric": metric, "device": device}
@@ -90,10 +95,11 @@ def build_worker_objective(
     objective.study_paths = cfg.paths
     objective.optuna_section = dict(cfg.hyper["optuna"])
     objective.custom_updates = getattr(module, "custom_updates", None) if module else None
+    objective.held_records = {} if hold_records else None
     if cfg.schema.mlflow is not None:
         from aimlutils.hyper_opt.objective.tracking import TrialTracker  # MLflow only for studies that use it
 
-        objective.mlflow_run = TrialTracker(cfg, identity).trial_run
+        objective.mlflow_run = TrialTracker(cfg, identity, objective.held_records).trial_run
     return objective
 
 
