@@ -21,9 +21,6 @@ from optuna.storages._heartbeat import BaseHeartbeat, get_heartbeat_thread, is_h
 
 # The base class a journal file's lock must have; the package's lock is a POSIX record lock.
 from optuna.storages.journal._file import BaseJournalFileLock
-
-# The journal's operation codes: a trial's record is recognised among the entries it appends.
-from optuna.storages.journal._storage import JournalOperation
 from optuna.trial import FrozenTrial, TrialState
 
 if TYPE_CHECKING:
@@ -32,7 +29,6 @@ if TYPE_CHECKING:
 __all__ = [
     "BaseHeartbeat",
     "BaseJournalFileLock",
-    "JournalOperation",
     "frozen_copy",
     "get_heartbeat_thread",
     "is_heartbeat_enabled",

@@ -84,9 +84,6 @@ class StudyPaths:
         """Local workers' stdout and stderr, one file each."""
         return self.root / "workers"
 
-    def worker_log(self, index: int) -> Path:
-        return self.worker_logs / f"worker-{index}.log"
-
     @property
     def trials(self) -> Path:
         """A folder per trial of a command objective."""
@@ -97,21 +94,10 @@ class StudyPaths:
         """A folder per chain of trials: a trial and the trials that continue it."""
         return self.root / "checkpoints"
 
-    def checkpoint(self, origin: int) -> Path:
-        """The checkpoint folder of the chain that trial ``origin`` started."""
-        return self.checkpoints / f"trial_{origin}"
-
     @property
     def repro(self) -> Path:
         """What it takes to run each trial again: environments and applied configs, by content."""
         return self.root / "repro"
-
-    def repro_env(self, env_id: str) -> Path:
-        return self.repro / f"env-{env_id}.json"
-
-    def repro_configs(self, host: str, pid: int) -> Path:
-        """One worker's applied model configs, a JSON line each."""
-        return self.repro / f"configs-{host}-{pid}.jsonl"
 
     @property
     def report(self) -> Path:
@@ -126,3 +112,17 @@ class StudyPaths:
     def mlflow_lock(self) -> Path:
         """Held while the study's parent MLflow run is found or made."""
         return self.root / ".mlflow.lock"
+
+    def worker_log(self, index: int) -> Path:
+        return self.worker_logs / f"worker-{index}.log"
+
+    def checkpoint(self, origin: int) -> Path:
+        """The checkpoint folder of the chain that trial ``origin`` started."""
+        return self.checkpoints / f"trial_{origin}"
+
+    def repro_env(self, env_id: str) -> Path:
+        return self.repro / f"env-{env_id}.json"
+
+    def repro_configs(self, host: str, pid: int) -> Path:
+        """One worker's applied model configs, a JSON line each."""
+        return self.repro / f"configs-{host}-{pid}.jsonl"

@@ -63,7 +63,7 @@ def report(args: argparse.Namespace, console: Console) -> int:
         _print_best(console, cfg, study, args.top_k)
     _print_files(console, result)
     if cfg.schema.mlflow is not None and result.n_complete:
-        from aimlutils.hyper_opt import tracking  # MLflow is imported only for studies that use it
+        from aimlutils.hyper_opt.objective import tracking  # MLflow is imported only for studies that use it
 
         try:
             say(console, tracking.log_best(cfg, study))

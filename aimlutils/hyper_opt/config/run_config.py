@@ -8,8 +8,9 @@ from typing import Any
 
 from aimlutils.hyper_opt import schedulers
 from aimlutils.hyper_opt.config.command import CommandSpec
-from aimlutils.hyper_opt.config.schema import HyperConfigSchema, OptunaSection, SchedulerSection, hyper_schema
+from aimlutils.hyper_opt.config.schema import HyperConfigSchema, OptunaSection, hyper_schema
 from aimlutils.hyper_opt.paths import StudyPaths
+from aimlutils.hyper_opt.schedulers import SchedulerSection
 from aimlutils.hyper_opt.search_space import SearchSpace
 from aimlutils.hyper_opt.storage import StorageSpec
 

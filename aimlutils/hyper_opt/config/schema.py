@@ -13,6 +13,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 from pydantic_core import PydanticCustomError
 
+from aimlutils.hyper_opt.schedulers import SchedulerSection
+
 Direction = Literal["minimize", "maximize"]
 
 
@@ -89,25 +91,6 @@ class OptunaSection(_Section):
     def study_name_given(self) -> str:
         """``name`` or its synonym ``study_name`` (the loader checks that one is given)."""
         return str(self.study_name or self.name)
-
-
-class SchedulerSection(_Section):
-    """A scheduler's section (``slurm``, ``pbs``, ...): how many jobs to submit and the options of each."""
-
-    jobs: int = Field(default=1, ge=1)
-    batch: dict[str, Any] = Field(default_factory=dict)
-    kernel: str | list[str] | None = None
-    bash: list[str] = Field(default_factory=list)
-    gpus_per_node: int | None = Field(default=None, ge=1)
-    # GPUs each worker (each trial) gets of its job's allocation; optuna.gpus_per_trial when unset.
-    gpus_per_trial: int | None = Field(default=None, ge=1)
-    tasks_per_worker: int = Field(default=1, ge=1)
-    trials_per_job: int | None = Field(default=None, ge=1)
-    array: bool = True
-    throttle: int | None = Field(default=None, ge=1)
-    # Seconds before the time limit at which workers get SIGUSR1: no new trial, and the running
-    # one may save its checkpoint and leave. 0: no warning.
-    stop_warning_s: int = Field(default=120, ge=0)
 
 
 class MlflowSection(_Section):

@@ -126,7 +126,10 @@ class TrialLife:
         with self.claim_lock if self.lock_finish else contextlib.nullcontext():
             told = self._tell(trial, values, state, record)
         if told is None:
-            self._ended_elsewhere(trial, values, state, record)
+            listed = (
+                None if values is None else [values] if isinstance(values, (int, float)) else list(values)
+            )
+            self._ended_elsewhere(trial, state or TrialState.COMPLETE, listed, record)
             return None
         told.user_attrs[RECORD_ATTR] = record
         self._close(told)
@@ -218,15 +221,11 @@ class TrialLife:
         return self.storage.get_trial(trial_id)
 
     def _ended_elsewhere(
-        self,
-        trial: optuna.Trial,
-        values: float | Sequence[float] | None,
-        state: TrialState | None,
-        record: dict[str, Any],
+        self, trial: optuna.Trial, mine: TrialState, values: list[float] | None, record: dict[str, Any]
     ) -> None:
+        """Log it, and write this worker's result to the CSV (the study keeps the other end)."""
         stored = self._stored(_optuna.trial_id(trial))
         why = read_record(stored).get("fail_reason")
-        mine = state or TrialState.COMPLETE
         logger.warning(
             "trial %d ended elsewhere (%s%s) before this worker finished it %s; its result goes to the "
             "CSV only",
@@ -236,15 +235,12 @@ class TrialLife:
             mine.name,
         )
         copy = _optuna.frozen_copy(trial)
-        listed = (
-            [values] if isinstance(values, (int, float)) else list(values) if values is not None else None
-        )
         note = f"finished elsewhere: the study has it {stored.state.name}" + (f" ({why})" if why else "")
         row_trial = FrozenTrial(
             number=copy.number,
             state=mine,
             value=None,
-            values=listed,
+            values=values,
             datetime_start=copy.datetime_start,
             datetime_complete=datetime.datetime.now(),
             params=dict(copy.params),
@@ -274,3 +270,7 @@ class TrialLife:
         logger.info(
             "trial %d %s value=%s params=%s", trial.number, row["state"], row.get("value"), trial.params
         )
+
+
+def _as_list(values: float | Sequence[float] | None) -> list[float] | None:
+    return None if values is None else [values] if isinstance(values, (int, float)) else list(values)

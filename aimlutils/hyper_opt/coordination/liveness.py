@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from aimlutils.hyper_opt.schedulers import alive
 from aimlutils.hyper_opt.storage.locks import FileLock
 
 #: ``{job id: state}`` of the queued and running jobs, from one scheduler call.
@@ -19,16 +20,6 @@ JobAlive = Callable[[str | None, dict[str, str]], bool]
 #: Queue states of a job none of whose processes runs: SLURM's after a requeue (node failure,
 #: preemption, ``scontrol requeue``), PBS's queued, held and waiting.
 WAITING = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "Q", "H", "W"})
-
-
-def alive(job_id: str | None, queue: dict[str, str]) -> bool:
-    """Whether job ``job_id`` is in ``queue``: a job (``123``, any of its array tasks counts) or
-    one array task (``123_4``)."""
-    if not job_id:
-        return False
-    if job_id in queue:
-        return True
-    return "_" not in job_id and any(k.split("_", 1)[0] == job_id for k in queue)
 
 
 def process_is_gone(pid: int | None) -> bool:

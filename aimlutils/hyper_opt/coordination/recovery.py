@@ -16,10 +16,11 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from aimlutils.hyper_opt.coordination.lifecycle import TrialLife
-from aimlutils.hyper_opt.coordination.liveness import JobAlive, Liveness, QueueQuery, alive
+from aimlutils.hyper_opt.coordination.liveness import JobAlive, Liveness, QueueQuery
 from aimlutils.hyper_opt.coordination.owners import RunningTrials
 from aimlutils.hyper_opt.coordination.results_csv import ResultsCsv
 from aimlutils.hyper_opt.paths import StudyPaths
+from aimlutils.hyper_opt.schedulers import alive
 
 logger = logging.getLogger(__name__)
 

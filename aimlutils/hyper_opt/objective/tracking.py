@@ -250,14 +250,13 @@ def log_best(cfg: RunConfig, study: optuna.Study) -> str:
     """
     from mlflow.entities import RunTag
 
-    from aimlutils.hyper_opt.coordination import read_record
-    from aimlutils.hyper_opt.report import progress
+    from aimlutils.hyper_opt.coordination import count, read_record
 
     client, _, parent = study_run(cfg)
     run_id = parent.info.run_id
     now = int(time.time() * 1000)
-    snap = progress.snapshot(study, cfg.optuna.n_trials)
-    n_complete = snap.counts[TrialState.COMPLETE]
+    counts = count(study.get_trials(deepcopy=False))
+    n_complete = counts[TrialState.COMPLETE]
     if len(study.directions) == 1:
         best = study.best_trial
         results = {cfg.metrics[0]: best.value, **(read_record(best).get("results") or {})}
@@ -273,7 +272,7 @@ def log_best(cfg: RunConfig, study: optuna.Study) -> str:
         tags = [RunTag("pareto_trials", ", ".join(map(str, front)))]
         what = f"Pareto front of {len(front)} trials"
     client.log_batch(run_id, metrics=metrics, tags=tags)
-    if snap.done >= cfg.optuna.n_trials and not snap.counts[TrialState.RUNNING]:
+    if n_complete + counts[TrialState.PRUNED] >= cfg.optuna.n_trials and not counts[TrialState.RUNNING]:
         client.set_terminated(run_id, status="FINISHED")
     return (
         f"MLflow: {what} logged on run {run_id} of experiment {experiment_name(cfg)!r} in {tracking_uri(cfg)}"

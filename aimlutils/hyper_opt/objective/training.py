@@ -62,14 +62,20 @@ def report_and_prune(trial: optuna.trial.BaseTrial, value: Any, step: int) -> No
         raise optuna.TrialPruned(f"pruned at step {step} (value={value:.6g})")
 
 
-@functools.cache
-def _keras_callback_class() -> type:
+def _keras(feature: str) -> Any:
+    """Keras, imported when a feature that needs it is first used; the error names the extra."""
     try:
         import keras
     except ImportError as err:
-        raise ImportError("KerasPruningCallback needs Keras: pip install 'aimlutils[keras]'") from err
+        raise ImportError(f"{feature} needs Keras: pip install 'aimlutils[keras]'") from err
+    return keras
 
-    class _KerasPruningCallback(keras.callbacks.Callback):
+
+@functools.cache
+def _keras_callback_class() -> type:
+    callback: Any = _keras("KerasPruningCallback").callbacks.Callback
+
+    class _KerasPruningCallback(callback):
         def __init__(self, trial: optuna.trial.BaseTrial, monitor: str, interval: int = 1) -> None:
             super().__init__()
             self.trial, self.monitor, self.interval = trial, monitor, interval
@@ -215,12 +221,10 @@ _KERAS_FILE = re.compile(r"^epoch-(\d+)\.weights\.h5$")
 
 @functools.cache
 def _keras_checkpoint_class() -> type:
-    try:
-        import keras
-    except ImportError as err:
-        raise ImportError("KerasCheckpoint needs Keras: pip install 'aimlutils[keras]'") from err
+    keras = _keras("KerasCheckpoint")
+    callback: Any = keras.callbacks.Callback
 
-    class _KerasCheckpoint(keras.callbacks.Callback):
+    class _KerasCheckpoint(callback):
         def __init__(self, directory: Path, stop_on_request: bool) -> None:
             super().__init__()
             self.directory, self.stop_on_request = directory, stop_on_request

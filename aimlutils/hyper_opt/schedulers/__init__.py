@@ -15,7 +15,9 @@ from aimlutils.hyper_opt.schedulers._base import (
     CommandRunner,
     JobEnvironment,
     Scheduler,
+    SchedulerSection,
     SubmitError,
+    alive,
     run_scheduler_command,
 )
 from aimlutils.hyper_opt.schedulers.pbs import Pbs
@@ -79,8 +81,10 @@ __all__ = [
     "JobEnvironment",
     "Pbs",
     "Scheduler",
+    "SchedulerSection",
     "Slurm",
     "SubmitError",
+    "alive",
     "current_job",
     "get",
     "names",

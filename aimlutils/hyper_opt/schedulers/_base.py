@@ -18,15 +18,50 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from aimlutils.hyper_opt._text import as_list
-from aimlutils.hyper_opt.config.schema import SchedulerSection
-from aimlutils.hyper_opt.coordination.liveness import alive
 from aimlutils.hyper_opt.errors import HyperOptError, Problem, format_value, join_path
 
 #: Runs a scheduler command and returns its stdout, or raises :class:`SubmitError`.
 CommandRunner = Callable[[Sequence[str]], str]
 
 _OPTION_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+
+
+class SchedulerSection(BaseModel):
+    """A scheduler's section (``slurm``, ``pbs``, ...): how many jobs to submit and the options of each.
+
+    A scheduler with options of its own subclasses it (:attr:`Scheduler.section_model`); the
+    ``hyper.yml`` schema has one such section per registered scheduler.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    jobs: int = Field(default=1, ge=1)
+    batch: dict[str, Any] = Field(default_factory=dict)
+    kernel: str | list[str] | None = None
+    bash: list[str] = Field(default_factory=list)
+    gpus_per_node: int | None = Field(default=None, ge=1)
+    # GPUs each worker (each trial) gets of its job's allocation; optuna.gpus_per_trial when unset.
+    gpus_per_trial: int | None = Field(default=None, ge=1)
+    tasks_per_worker: int = Field(default=1, ge=1)
+    trials_per_job: int | None = Field(default=None, ge=1)
+    array: bool = True
+    throttle: int | None = Field(default=None, ge=1)
+    # Seconds before the time limit at which workers get SIGUSR1: no new trial, and the running
+    # one may save its checkpoint and leave. 0: no warning.
+    stop_warning_s: int = Field(default=120, ge=0)
+
+
+def alive(job_id: str | None, queue: dict[str, str]) -> bool:
+    """Whether job ``job_id`` is in ``queue``: a job (``123``, any of its array tasks counts) or
+    one array task (``123_4``)."""
+    if not job_id:
+        return False
+    if job_id in queue:
+        return True
+    return "_" not in job_id and any(k.split("_", 1)[0] == job_id for k in queue)
 
 
 class SubmitError(HyperOptError, RuntimeError):

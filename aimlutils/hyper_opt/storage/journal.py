@@ -146,8 +146,7 @@ def _journal(backend: BaseJournalBackend) -> Opened:
 class JournalFile(StorageKind):
     """A journal file on a shared file system (the default): any number of workers, no server."""
 
-    name = "journal"
-    title = "the journal file"
+    name, title = "journal", "the journal file"
     paths = True
 
     def location(self, scheme: str, rest: str, base_dir: Path) -> str:
@@ -165,10 +164,8 @@ class JournalFile(StorageKind):
 class Redis(StorageKind):
     """A journal in Redis: no file system needed, every worker replays the study's entries."""
 
-    name = "redis"
-    title = "Redis"
-    schemes = ("redis", "rediss")
-    driver = ("redis", "redis")
+    name, title = "redis", "Redis"
+    schemes, driver = ("redis", "rediss"), ("redis", "redis")
 
     def open(self, location: str, connections: int, name: str) -> Opened:
         return _journal(JournalRedisBackend(location))

@@ -99,7 +99,7 @@ def open_storage(
     first = wait_s if open_wait_s is None else open_wait_s
     if proxy is not None:
         where = f"{spec} (through its proxy)"
-        return resilient(_first_answer(proxy, first, where), wait_s, where, proxy)
+        return resilient(_first_answer(proxy, first, where), wait_s, where, reconnect=proxy)
     kind = spec.storage_kind
     opened = _first_answer(lambda: kind.open(spec.location, connections, name), first, str(spec))
     backend = get_storage(opened.storage) if cached else opened.storage

@@ -66,8 +66,7 @@ class _Database(StorageKind):
 class SQLite(_Database):
     """A SQLite file: one machine's workers; many at once wait on its single writer."""
 
-    name = "sqlite"
-    title = "SQLite"
+    name, title = "sqlite", "SQLite"
     schemes = ("sqlite",)
     many_workers_warning = (
         "SQLite locks badly under many writers and is unsafe on network file systems; prefer the "
@@ -131,10 +130,8 @@ class _Server(_Database):
 
 @register
 class PostgreSQL(_Server):
-    name = "postgresql"
-    title = "PostgreSQL"
-    schemes = ("postgresql", "postgres")
-    driver = ("psycopg", "postgres")
+    name, title = "postgresql", "PostgreSQL"
+    schemes, driver = ("postgresql", "postgres"), ("psycopg", "postgres")
 
     def engine_kwargs(self, connections: int, name: str) -> dict[str, Any]:
         # Shown in pg_stat_activity, so a DBA sees whose connections these are.
@@ -155,10 +152,8 @@ class PostgreSQL(_Server):
 
 @register
 class MySQL(_Server):
-    name = "mysql"
-    title = "MySQL"
-    schemes = ("mysql", "mariadb")
-    driver = ("pymysql", "mysql")
+    name, title = "mysql", "MySQL"
+    schemes, driver = ("mysql", "mariadb"), ("pymysql", "mysql")
 
     def _room(self, conn: Any, not_others: int) -> DatabaseRoom:
         limit = int(conn.exec_driver_sql("SELECT @@max_connections").scalar_one())

@@ -226,13 +226,7 @@ for _name in RETRIED_METHODS:
 ResilientStorage.__abstractmethods__ = frozenset()
 
 
-def resilient(
-    backend: BaseStorage,
-    limit_s: float,
-    where: str,
-    reconnect: Callable[[], BaseStorage] | None = None,
-    writes: TrialWrites | None = None,
-) -> ResilientStorage:
-    """``backend`` behind a :class:`ResilientStorage`."""
+def resilient(backend: BaseStorage, limit_s: float, where: str, **options: Any) -> ResilientStorage:
+    """``backend`` behind a :class:`ResilientStorage` (``options``: its ``reconnect``, ``writes``)."""
     # The storage methods are set on the class above, which type checkers cannot see.
-    return ResilientStorage(backend, limit_s, where, reconnect, writes)  # type: ignore[abstract]
+    return ResilientStorage(backend, limit_s, where, **options)  # type: ignore[abstract]
