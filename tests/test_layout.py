@@ -69,6 +69,35 @@ def test_no_module_of_the_package_imports_itself_through_others():
     assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
 
 
+#: The wings from the bottom, as README's "How the code is laid out" lists them: each imports only
+#: wings before it (or its own row's); the foundations and the users' import paths go anywhere.
+WINGS = [
+    {"errors", "paths", "stop", "lifeline", "logs", "_text", "_optuna"},
+    {"schedulers"},
+    {"storage"},
+    {"search_space"},
+    {"config"},
+    {"coordination"},
+    {"objective"},
+    {"report", "launchers"},
+    {"worker"},
+    {"commands", "api", "cli", "base_objective", "utils", ""},  # "": the package's __init__
+]
+
+
+def test_each_wing_imports_only_the_wings_below_it():
+    rank = {wing: level for level, row in enumerate(WINGS) for wing in row}
+    modules = _modules()
+    upward = []
+    for name, path in modules.items():
+        wing = name.removeprefix(NAME).removeprefix(".").split(".")[0]
+        for target in _imported(name, path, modules):
+            other = target.removeprefix(NAME + ".").split(".")[0]
+            if rank[other] > rank[wing]:
+                upward.append(f"{name} -> {target}")
+    assert not upward, "imports of a higher wing:\n" + "\n".join(upward)
+
+
 def test_the_root_holds_few_modules_and_no_module_is_long():
     root_modules = sorted(p.name for p in PACKAGE.glob("*.py"))
     assert len(root_modules) <= 12, root_modules
