@@ -3,18 +3,13 @@ search-quality rows run one study."""
 
 from __future__ import annotations
 
-import sys
 import threading
 from pathlib import Path
 from typing import Any
 
 import optuna
 
-from tests.conftest import ROOT
-
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from _workers import ClockedObjective, VirtualClock, prepare_study, run_workers
+from benchmarks.common.virtual_clock import ClockedObjective, VirtualClock, prepare_study, run_workers
 
 
 def test_sleepers_wake_in_order_of_wake_up_time_and_the_clock_jumps_there():
@@ -58,7 +53,7 @@ def test_workers_on_the_clock_finish_trials_out_of_order_and_all_of_them(tmp_pat
 
 
 def test_rows_differing_only_in_constant_liar_are_one_study_at_one_worker_and_two_at_eight():
-    from search_quality import SAMPLERS, effective
+    from benchmarks.search_quality.run import SAMPLERS, effective
 
     with_liar, without = SAMPLERS["TPE + constant_liar"], SAMPLERS["TPE without constant_liar"]
     assert effective(with_liar(1, 0), 1) == effective(without(1, 0), 1)

@@ -1,5 +1,6 @@
-"""The benchmarks still run: smoke runs of ``benchmarks/scale.py`` (every storage) and
-``benchmarks/overhead.py``, their sections well formed.
+"""The benchmarks still run: smoke runs of ``python -m benchmarks.scale`` (every storage),
+``benchmarks.overhead``, ``benchmarks.search_quality`` and ``benchmarks.pruning``, their sections
+well formed.
 
 Not a timed test: the figures of a smoke run on a busy machine say nothing; only their shape and
 the study's end (every trial finished, no worker crashed) are checked.
@@ -7,6 +8,7 @@ the study's end (every trial finished, no worker crashed) are checked.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import itertools
 import json
@@ -20,7 +22,7 @@ import pytest
 
 from tests.conftest import ROOT, service_url
 
-#: The storages of benchmarks/scale.py and the service each needs.
+#: The storages of the scale benchmark and the service each needs.
 SERVICES = {
     "journal": None,
     "postgresql": "postgresql",
@@ -51,14 +53,25 @@ def _empty_redis_db() -> str:
     pytest.skip("no empty Redis database among 12 to 15")
 
 
+def _bench_env() -> dict[str, str]:
+    """This tree's package and benchmarks first, whatever the folder a benchmark runs in."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+
+
+def _benchmark(name: str) -> list[str]:
+    """The command of benchmark ``name``, as a user runs it (``python -m benchmarks.<name>``)."""
+    return [sys.executable, "-m", f"benchmarks.{name}"]
+
+
 def _run_benchmark(name: str, args: list[str], tmp_path: Path, timeout_s: float) -> str:
-    """Run ``benchmarks/<name>.py`` into a docs file that holds another section; its own section,
+    """Run benchmark ``name`` into a docs file that holds another section; its own section,
     once the other is checked to be kept."""
     output = tmp_path / "benchmarks.md"
     output.write_text("# Benchmarks\n\n<!-- begin other -->\n## Other\nkept\n<!-- end other -->\n")
-    argv = [sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), "--output", str(output), *args]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, env=env, cwd=tmp_path)
+    argv = [*_benchmark(name), "--output", str(output), *args]
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, timeout=timeout_s, env=_bench_env(), cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     text = output.read_text()
     assert "<!-- begin other -->\n## Other\nkept\n<!-- end other -->" in text
@@ -96,18 +109,16 @@ def test_scale_smoke_run_writes_a_well_formed_section_and_keeps_the_others(tmp_p
             assert 0 < r["connections_max"] <= 4, where
 
 
-def test_a_scale_case_that_did_not_run_keeps_the_table_well_formed(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))  # as when run as a script
-    import _scale_report
-    import scale
+def test_a_scale_case_that_did_not_run_keeps_the_table_well_formed():
+    from benchmarks.scale import report, run
 
-    case = scale.Case(storage="journal", workers=6, rate=15.0, trials_per_worker=2)
-    width = _scale_report.TABLE_HEAD.splitlines()[0].count("|")
+    case = run.Case(storage="journal", workers=6, rate=15.0, trials_per_worker=2)
+    width = report.TABLE_HEAD.splitlines()[0].count("|")
     base = {"case": dataclasses.asdict(case), "trial_s": case.trial_s}
     failed = {**base, "error": "RuntimeError: a | in the message\nand a second line"}
     refused = {**base, "refused": "too many connections", "fit": 3}
     for result in (failed, refused):
-        row = _scale_report.table_row(result)
+        row = report.table_row(result)
         assert row.count("|") == width and "\n" not in row, row
 
 
@@ -142,10 +153,6 @@ def test_overhead_smoke_run_measures_both_sides_and_keeps_the_worker_free_of_ric
     assert "pydantic" not in imports["plain Optuna script"][2], imports
 
 
-def _bench_env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-
-
 def _section(text: str, name: str) -> str:
     return text.split(f"<!-- begin {name} -->", 1)[1].split(f"<!-- end {name} -->", 1)[0]
 
@@ -153,7 +160,7 @@ def _section(text: str, name: str) -> str:
 def test_search_quality_smoke_run_writes_its_section_plots_and_monotone_curves(tmp_path):
     output, curves_path = tmp_path / "benchmarks.md", tmp_path / "curves.json"
     output.write_text("# Benchmarks\n\n<!-- begin other -->\nkept\n<!-- end other -->\n")
-    argv = [sys.executable, str(ROOT / "benchmarks" / "search_quality.py"), "--seeds", "2", "--trials", "6"]
+    argv = [*_benchmark("search_quality"), "--seeds", "2", "--trials", "6"]
     argv += [
         "--functions",
         "hartmann6,mixed,digits",
@@ -187,7 +194,7 @@ def test_search_quality_smoke_run_writes_its_section_plots_and_monotone_curves(t
 
 def test_pruning_smoke_run_writes_a_row_per_pruner_and_a_plot(tmp_path):
     output, figure = tmp_path / "benchmarks.md", tmp_path / "pruning.png"
-    argv = [sys.executable, str(ROOT / "benchmarks" / "pruning.py"), "--seeds", "1", "--trials", "4"]
+    argv = [*_benchmark("pruning"), "--seeds", "1", "--trials", "4"]
     argv += ["--epochs", "2", "--workers", "2", "--output", str(output), "--figure", str(figure)]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=_bench_env(), cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -203,3 +210,41 @@ def test_pruning_smoke_run_writes_a_row_per_pruner_and_a_plot(tmp_path):
     assert rows[0].split(" | ")[1].startswith("0% ")  # no pruning saves nothing
     assert "Recommended" in section and "](pruning.png)" in section
     assert figure.read_bytes()[:4] == b"\x89PNG"
+
+
+def _private(dotted: str) -> bool:
+    return any(part.startswith("_") and not part.startswith("__") for part in dotted.split("."))
+
+
+def _private_uses(path: Path) -> list[str]:
+    """Private names of the package in one file: imported (from a private module too), called
+    through ``super()``, or defined as methods of a subclass of a package class."""
+    tree = ast.parse(path.read_text(), str(path))
+    found, package_names = [], set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("aimlutils"):
+            names = [f"{node.module}.{alias.name}" for alias in node.names]
+            found += [(node.lineno, name) for name in names if _private(name)]
+            package_names |= {alias.asname or alias.name for alias in node.names}
+        elif isinstance(node, ast.Import):
+            found += [
+                (node.lineno, a.name)
+                for a in node.names
+                if a.name.startswith("aimlutils") and _private(a.name)
+            ]
+        elif isinstance(node, ast.Attribute) and _private(node.attr):
+            call = node.value
+            if isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == "super":
+                found.append((node.lineno, f"super().{node.attr}"))
+    for cls in (node for node in ast.walk(tree) if isinstance(node, ast.ClassDef)):
+        if any(isinstance(base, ast.Name) and base.id in package_names for base in cls.bases):
+            methods = [f for f in cls.body if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)]
+            found += [(f.lineno, f"{cls.name}.{f.name}") for f in methods if _private(f.name)]
+    return [f"{path.relative_to(ROOT)}:{line} {name}" for line, name in found]
+
+
+def test_no_benchmark_uses_a_private_name_of_the_package():
+    """Benchmarks use the package's public names only, and override none of its private methods,
+    so that a change inside the package that keeps its API keeps them running."""
+    found = [use for path in sorted((ROOT / "benchmarks").rglob("*.py")) for use in _private_uses(path)]
+    assert not found, "private names of the package used by benchmarks:\n" + "\n".join(found)

@@ -1,7 +1,8 @@
-"""The test functions of ``search_quality.py``: each a search space, a value and its known optimum.
+"""The test functions of the search quality benchmark: each a search space, a value and its known optimum.
 
 Trial durations are drawn per trial from its study's seed, uniform in [0.5, 1.5] time units, so
-asynchronous workers finish out of order; they are simulated (see ``_workers.VirtualClock``).
+asynchronous workers finish out of order; they are simulated (see
+:class:`benchmarks.common.virtual_clock.VirtualClock`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any
 
 import numpy as np
 import optuna
-from _workers import ClockedObjective
+
+from benchmarks.common.virtual_clock import ClockedObjective
 
 _H6_ALPHA = np.array([1.0, 1.2, 3.0, 3.2])
 _H6_A = np.array(

@@ -2,11 +2,11 @@
 
 Every study runs the real worker path (``Worker`` in threads, one journal-file study) with the
 same seeded TPE sampler; only the pruner changes. Each epoch trains for real and then takes its
-CPU time on the virtual clock (``_workers.py``), so the pruner sees the other workers' epochs in
-the order they would arrive.
+CPU time on the virtual clock (``benchmarks/common/virtual_clock.py``), so the pruner sees the
+other workers' epochs in the order they would arrive.
 
-    python benchmarks/pruning.py                  # the full set, writes docs/
-    python benchmarks/pruning.py --seeds 2 --trials 12 --epochs 4
+    python -m benchmarks.pruning                  # the full set, writes docs/
+    python -m benchmarks.pruning --seeds 2 --trials 12 --epochs 4
 """
 
 from __future__ import annotations
@@ -26,12 +26,10 @@ from typing import Any
 import numpy as np
 import optuna
 
-# Run as a script, so this folder is on sys.path.
-from _digits import PARAMETERS, DigitsObjective, model_config
-from _doc import write_section
-from _workers import prepare_study, run_workers, scratch_dir
-
 from aimlutils.hyper_opt.coordination.records import read_record
+from benchmarks.common.digits import PARAMETERS, DigitsObjective, model_config
+from benchmarks.common.doc import write_section
+from benchmarks.common.virtual_clock import prepare_study, run_workers, scratch_dir
 
 
 def pruners(epochs: int) -> dict[str, dict[str, Any]]:
@@ -142,7 +140,7 @@ def render(
         [
             "## Pruning that pays",
             "",
-            f"`python benchmarks/pruning.py` runs the digits MLP of `examples/torch` ({args.epochs} epochs, "
+            f"`python -m benchmarks.pruning` runs the digits MLP of `examples/torch` ({args.epochs} epochs, "
             f"{args.trials} trials per study, {args.workers} workers, TPE with the study's seed) with each "
             f"pruner at Optuna's defaults (Hyperband given `max_resource` = {args.epochs} epochs), over "
             f"{args.seeds} seeds. The objective is `val_loss`, reported each epoch. Epochs saved: 1 - epochs "
@@ -160,7 +158,7 @@ def render(
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.pruning", description=__doc__.split("\n")[0])
     parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=5)
@@ -191,7 +189,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     figure = os.path.relpath(args.figure, args.output.parent)
     write_section(args.output, "pruning", render(summary, args, figure, setup))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -2,12 +2,13 @@
 
 Each study runs the real worker path (``Worker``: budget, claim lock, ask/tell, records, CSV) with
 1, 8 or 32 workers in threads on one journal-file study, the same total trials whatever the worker
-count. Trial durations are simulated on a virtual clock (``_workers.py``): every worker is busy
-all the time, trials end out of order, and each ask sees exactly the trials finished and running
-at that moment, as on a cluster whose trials take minutes, at the CPU cost of the asks alone.
+count. Trial durations are simulated on a virtual clock (``benchmarks/common/virtual_clock.py``):
+every worker is busy all the time, trials end out of order, and each ask sees exactly the trials
+finished and running at that moment, as on a cluster whose trials take minutes, at the CPU cost
+of the asks alone.
 
-    python benchmarks/search_quality.py --jobs 2              # the full set (~30 CPU-min), writes docs/
-    python benchmarks/search_quality.py --seeds 3 --trials 40 --functions branin --jobs 2
+    python -m benchmarks.search_quality --jobs 2              # the full set (~30 CPU-min), writes docs/
+    python -m benchmarks.search_quality --seeds 3 --trials 40 --functions branin --jobs 2
 """
 
 from __future__ import annotations
@@ -28,15 +29,13 @@ from typing import Any
 import numpy as np
 import optuna
 
-# Run as a script, so this folder is on sys.path.
-from _digits import PARAMETERS as DIGITS_PARAMETERS
-from _digits import DigitsObjective, model_config
-from _doc import write_section
-from _problems import PROBLEMS, FunctionObjective
-from _quality_report import render, save_figures
-from _workers import ClockedObjective, prepare_study, run_workers, scratch_dir
-
 from aimlutils.hyper_opt.search_space import samplers
+from benchmarks.common.digits import PARAMETERS as DIGITS_PARAMETERS
+from benchmarks.common.digits import DigitsObjective, model_config
+from benchmarks.common.doc import write_section
+from benchmarks.common.virtual_clock import ClockedObjective, prepare_study, run_workers, scratch_dir
+from benchmarks.search_quality.problems import PROBLEMS, FunctionObjective
+from benchmarks.search_quality.report import render, save_figures
 
 WORKERS = (1, 8, 32)
 
@@ -177,7 +176,9 @@ def _list(kind: Callable[[str], Any]) -> Callable[[str], list[Any]]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.search_quality", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--functions", type=_list(str), default=[*PROBLEMS, "digits"])
     parser.add_argument(
         "--samplers",
@@ -233,7 +234,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         render(curves, figures, args.output.parent, defaults, setup),
     )
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

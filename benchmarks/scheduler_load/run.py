@@ -6,7 +6,7 @@
    every call of squeue, sbatch, scontrol, scancel and sacct made by the launcher, the job
    scripts and the workers is counted through logging wrappers placed first on PATH.
 
-    python benchmarks/scheduler_load.py [--output docs/benchmarks.md]
+    python -m benchmarks.scheduler_load [--output docs/benchmarks.md]
 """
 
 from __future__ import annotations
@@ -20,16 +20,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import optuna
 import yaml
-from _doc import write_section
 
 from aimlutils.hyper_opt.config import load_config
 from aimlutils.hyper_opt.storage import open_storage
+from benchmarks.common.doc import write_section
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PROGRAMS = ("squeue", "sbatch", "scontrol", "scancel", "sacct")
 OBJECTIVE = """
 import time
@@ -118,10 +119,12 @@ def running_load(
     return calls, elapsed, done, late
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.scheduler_load", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--output", type=Path, default=Path("docs/benchmarks.md"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         shims = folder / "bin"
@@ -137,7 +140,7 @@ def main() -> None:
     listing = ", ".join(f"{name} {n}" for name, n in sorted(calls.items()))
     text = (
         "## Scheduler load\n\n"
-        "`python benchmarks/scheduler_load.py` on the 2-node test cluster "
+        "`python -m benchmarks.scheduler_load` on the 2-node test cluster "
         "(`scripts/slurm-test-cluster.sh`).\n\n"
         f"- `optimize.py` with `jobs: 64` (one job array), from interpreter start to the array submitted: "
         f"**{submit_s:.2f} s**, one `sbatch` call.\n"
@@ -152,11 +155,8 @@ def main() -> None:
     )
     print(text)
     write_section(args.output, "scheduler", text)
+    return 0
 
 
 def _slurm_version() -> str:
     return subprocess.run(["sbatch", "--version"], capture_output=True, text=True).stdout.strip()
-
-
-if __name__ == "__main__":
-    main()

@@ -17,11 +17,12 @@ from types import ModuleType
 from typing import Any
 
 import optuna
-from _workers import ClockedObjective
+
+from benchmarks.common.virtual_clock import ClockedObjective
 
 #: Model initialisation draws from torch's one global generator: one thread at a time.
 _INIT_LOCK = threading.Lock()
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "torch" / "objective.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "torch" / "objective.py"
 
 #: The example's search space (``examples/torch/hyper.yml``).
 PARAMETERS: dict[str, Any] = {

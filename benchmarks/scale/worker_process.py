@@ -1,8 +1,9 @@
-"""The worker side of ``scale.py``: one process of many real workers in threads, timed and counted.
+"""The worker side of the scale benchmark: one process of many real workers in threads, timed and counted.
 
-``scale.py`` starts a few of these (``python _scale_child.py spec.json``), each with its share of
-the case's workers; a process builds its workers, prints ``ready``, starts them all on the
-``go`` line from its standard input, and writes what it measured to the spec's result file.
+``run.py`` starts a few of these (``python -m benchmarks.scale.worker_process spec.json``), each
+with its share of the case's workers; a process builds its workers, prints ``ready``, starts them
+all on the ``go`` line from its standard input, and writes what it measured to the spec's result
+file.
 """
 
 from __future__ import annotations
@@ -18,18 +19,22 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial, TrialState
 
 from aimlutils.hyper_opt.base_objective import BaseObjective
 from aimlutils.hyper_opt.config import RunConfig, load_config
+from aimlutils.hyper_opt.coordination import Room, TrialBudget
 from aimlutils.hyper_opt.logs import configure_logging
 from aimlutils.hyper_opt.storage.journal import JournalAppendLock
 from aimlutils.hyper_opt.storage.proxy import ProxyAddress
 from aimlutils.hyper_opt.worker import Worker
+from aimlutils.hyper_opt.worker.setup import worker_storage
 
 
 class SleepObjective(BaseObjective):
@@ -49,7 +54,11 @@ class SleepObjective(BaseObjective):
 
 
 class TimedWorker(Worker):
-    """The package's worker, with its claim (ask) and tell timed."""
+    """The package's worker, with its claims (ask), trial ends (tell) and sweeps timed.
+
+    The loop claims and ends trials through ``self.life``; this worker's ``life`` has its
+    ``claim`` and ``finish`` replaced by timed ones that call them.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -58,29 +67,41 @@ class TimedWorker(Worker):
         self.sweeps: list[float] = []
         self.waits = 0
         self.given_back = 0
+        self.untimed_claim, self.untimed_finish = self.life.claim, self.life.finish
+        self.life.claim = self.timed_claim  # type: ignore[method-assign]
+        self.life.finish = self.timed_finish  # type: ignore[method-assign]
 
-    def _claim(self) -> Any:
+    def timed_claim(self, budget: TrialBudget) -> optuna.Trial | Room | None:
         started, t0 = time.time(), time.perf_counter()
-        claimed = super()._claim()
+        claimed = self.untimed_claim(budget)
         elapsed = time.perf_counter() - t0
         if isinstance(claimed, optuna.Trial):
             self.asks.append((started, elapsed))
         elif claimed is None:
             self.given_back += 1
-        elif claimed.name == "WAIT":
+        elif claimed is Room.WAIT:
             self.waits += 1
         return claimed
 
-    def _sweep(self) -> None:
+    def timed_finish(
+        self,
+        trial: optuna.Trial,
+        values: float | Sequence[float] | None = None,
+        state: TrialState | None = None,
+        record: dict[str, Any] | None = None,
+    ) -> FrozenTrial | None:
+        """A trial's end; timed as a tell when the trial completed (its tell with its record,
+        owner file and CSV row), not when it failed or was given back unrun."""
         t0 = time.perf_counter()
-        super()._sweep()
-        self.sweeps.append(time.perf_counter() - t0)
+        told = self.untimed_finish(trial, values, state, record)
+        if state in (None, TrialState.COMPLETE):
+            self.tells.append((time.time(), time.perf_counter() - t0))
+        return told
 
-    def _tell(self, trial: optuna.Trial, values: Any) -> Any:
+    def sweep(self) -> None:
         t0 = time.perf_counter()
-        frozen = super()._tell(trial, values)
-        self.tells.append((time.time(), time.perf_counter() - t0))
-        return frozen
+        super().sweep()
+        self.sweeps.append(time.perf_counter() - t0)
 
 
 class Counters:
@@ -157,7 +178,9 @@ def install_counters() -> Counters:
         return read_address(path)
 
     ProxyAddress.read = staticmethod(counted_read)  # type: ignore[method-assign,assignment]
-    for name in RETRIED_METHODS:
+    # The storage's public calls; Optuna's private one (stale trial ids, for a heartbeat check)
+    # is counted where the check is made, below.
+    for name in (n for n in RETRIED_METHODS if not n.startswith("_")):
         _wrap(ResilientStorage, name, lambda self, *a, _name=name, **k: counters.call(_name))
 
     acquire, release = FileLock.acquire, FileLock.release
@@ -188,6 +211,7 @@ def install_counters() -> Counters:
     def timed_fail_stale(study: optuna.Study) -> None:
         t0 = time.perf_counter()
         fail_stale(study)
+        counters.call("stale trial ids (heartbeat check)")  # one storage call per check
         with counters.lock:
             counters.stale_check.append(time.perf_counter() - t0)
 
@@ -233,29 +257,22 @@ def _cpu_s() -> float:
     return times.user + times.system
 
 
-def share_journal_per_process() -> None:
-    """One journal storage for all the worker threads of this process, instead of one each.
+def shared_storage(cfg: RunConfig, spec: dict[str, Any]) -> BaseStorage | None:
+    """One journal storage for all the worker threads of this process (``Worker(storage=...)``),
+    or ``None``: each worker opens its own, as a worker process does.
 
     On a cluster each worker replays the journal (every entry any worker writes) on its own
     node's CPU. Here a thousand workers share two cores, and a thousand replays of each entry
     starve the threads holding the claim lock of the interpreter: that measures the benchmark
     machine, not the study. Optuna's ``JournalStorage`` is meant to be shared by threads (each
     thread is its own journal worker id); every other part of the worker path stays per worker.
-    The re-read load of a study whose workers each replay is in the capacity model.
+    The re-read load of a study whose workers each replay is in the capacity model. Kinds that
+    hold a server connection per worker (the databases, and the proxy in front of one) keep one
+    storage per worker: their connections are what the benchmark counts.
     """
-    from aimlutils.hyper_opt import worker as worker_module
-
-    own_storage = worker_module.worker_storage
-    shared: list[Any] = []
-    lock = threading.Lock()
-
-    def one_per_process(cfg: RunConfig, index: int) -> Any:
-        with lock:
-            if not shared:
-                shared.append(own_storage(cfg, index))
-            return shared[0]
-
-    worker_module.worker_storage = one_per_process  # type: ignore[assignment]
+    if not spec.get("shared_journal") or cfg.storage.storage_kind.holds_connections:
+        return None
+    return worker_storage(cfg, spec["indexes"][0])
 
 
 def child_main(spec_path: Path) -> int:
@@ -272,8 +289,7 @@ def child_main(spec_path: Path) -> int:
     logging.getLogger("optuna").addHandler(log_counter)
 
     n_workers, indexes = spec["workers"], spec["indexes"]
-    if spec.get("shared_journal") and cfg.storage.kind in ("journal", "redis"):
-        share_journal_per_process()
+    storage = shared_storage(cfg, spec)
     workers: dict[int, TimedWorker] = {}
     crashes: list[dict[str, Any]] = []
     ended: dict[int, float] = {}
@@ -297,7 +313,9 @@ def child_main(spec_path: Path) -> int:
         try:
             # max_trials only guards against a broken objective, whose failed trials never fill n_trials.
             guard = 4 * spec["trials_per_worker"] + 4
-            worker = TimedWorker(cfg, index, n_workers, objective_class=SleepObjective, max_trials=guard)
+            worker = TimedWorker(
+                cfg, index, n_workers, objective_class=SleepObjective, max_trials=guard, storage=storage
+            )
         except BaseException as err:
             crash(index, "start", err)
             built.release()

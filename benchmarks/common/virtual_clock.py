@@ -1,8 +1,8 @@
 """Real workers in threads on one study, with trial durations on a virtual clock.
 
 Each worker is the product's :class:`~aimlutils.hyper_opt.worker.Worker` (budget, claim lock,
-ask/tell, records, CSV), one per thread with its own storage, as ``benchmarks/scale.py`` runs
-them. A trial's "training" is a wait on a :class:`VirtualClock`: the clock jumps to the earliest
+ask/tell, records, CSV), one per thread with its own storage, as the scale benchmark runs them.
+A trial's "training" is a wait on a :class:`VirtualClock`: the clock jumps to the earliest
 wake-up once every worker is waiting, and wakes that one worker alone. Trials therefore end in the
 order their durations say (out of order across workers, as on a cluster) and every ask sees
 exactly the trials that would be finished and running at that moment, while a study costs only
@@ -23,7 +23,7 @@ import yaml
 
 from aimlutils.hyper_opt.base_objective import BaseObjective
 from aimlutils.hyper_opt.config import RunConfig, load_config
-from aimlutils.hyper_opt.coordination import Room
+from aimlutils.hyper_opt.coordination import Room, TrialBudget, TrialLife
 from aimlutils.hyper_opt.coordination.study import create_or_load
 from aimlutils.hyper_opt.storage import open_storage
 from aimlutils.hyper_opt.worker import Worker
@@ -90,16 +90,18 @@ class VirtualClock:
             self._cond.notify_all()
 
 
-class ClockedWorker(Worker):
-    """A Worker that waits on the virtual clock, not real time, while running trials fill the budget."""
+def wait_on(clock: VirtualClock, life: TrialLife) -> None:
+    """Make a worker's claims (its ``life``'s) wait on ``clock`` while running trials fill the
+    budget, so that a waiting worker does not hold the clock back (and waits no real time)."""
+    claim = life.claim
 
-    clock: VirtualClock
-
-    def _claim(self) -> Any:
-        claimed = super()._claim()
+    def claim_on_the_clock(budget: TrialBudget) -> optuna.Trial | Room | None:
+        claimed = claim(budget)
         if claimed is Room.WAIT:
-            self.clock.idle(0.05)
+            clock.idle(0.05)
         return claimed
+
+    life.claim = claim_on_the_clock  # type: ignore[method-assign]
 
 
 class ClockedObjective(BaseObjective):
@@ -131,12 +133,13 @@ def run_workers(
     """
     clock = VirtualClock(n_workers)
     objective = type(objective_class.__name__, (objective_class,), {"clock": clock})
-    worker_class = type("ClockedWorker", (ClockedWorker,), {"clock": clock})
     errors: list[BaseException] = []
 
     def one(index: int) -> None:
         try:
-            worker_class(cfg, index, n_workers, poll_s=0.0, objective_class=objective).run()
+            worker = Worker(cfg, index, n_workers, poll_s=0.0, objective_class=objective)
+            wait_on(clock, worker.life)
+            worker.run()
         except BaseException as err:  # reported after the join, with the study's end
             errors.append(err)
         finally:

@@ -16,9 +16,9 @@ and stuck workers. PostgreSQL and MariaDB without the proxy are first asked, as 
 asks them, whether the workers fit (``aimlutils.hyper_opt.storage.capacity``); a case that does not fit
 is reported as refused, not run.
 
-    python benchmarks/scale.py                      # the full set, about an hour
-    python benchmarks/scale.py --workers 64 --storages journal,redis --rates 33
-    python benchmarks/scale.py --smoke --output /tmp/b.md --json /tmp/b.json   # about 30 s
+    python -m benchmarks.scale                      # the full set, about an hour
+    python -m benchmarks.scale --workers 64 --storages journal,redis --rates 33
+    python -m benchmarks.scale --smoke --output /tmp/b.md --json /tmp/b.json   # about 30 s
 
 The Redis database (``--redis``, default db 11) must hold nothing else: it is emptied before and
 after each Redis case, since Optuna's Redis journal keeps all studies in one log.
@@ -47,13 +47,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import _scale_child
 import optuna
-
-# Run as a script, so this folder is on sys.path.
-from _doc import write_section
-from _scale_child import SleepObjective
-from _scale_report import STORAGES, render, table_row
 
 from aimlutils.hyper_opt.api import open_study, read_config
 from aimlutils.hyper_opt.config import RunConfig
@@ -62,9 +56,14 @@ from aimlutils.hyper_opt.launchers.local_proxy import LocalProxy
 from aimlutils.hyper_opt.lifeline import Lifeline
 from aimlutils.hyper_opt.storage import capacity, open_for_command
 from aimlutils.hyper_opt.storage.proxy import ProxyAddress, answers
+from benchmarks.common.doc import write_section
+from benchmarks.scale.report import STORAGES, render, table_row
+from benchmarks.scale.worker_process import SleepObjective
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
+#: What each worker process runs (``python -m``; ``PYTHONPATH`` has this tree).
+WORKER_PROCESS = "benchmarks.scale.worker_process"
 DB_PORTS = {"postgresql": 5432, "proxy": 5432, "mysql": 3306, "redis": 6379}
 #: 2,000 workers with 10-minute trials, and ten times that.
 DEFAULT_RATES = (2000 / 600, 20000 / 600)
@@ -232,7 +231,7 @@ def _empty_redis(url: str) -> None:
 
 
 def _drop_study(cfg: RunConfig) -> None:
-    if cfg.storage.kind in ("postgresql", "mysql"):
+    if cfg.storage.storage_kind.holds_connections:  # a server's study outlives the case's folder
         with contextlib.suppress(Exception):
             optuna.delete_study(study_name=cfg.study_name, storage=cfg.storage.location)
 
@@ -325,9 +324,10 @@ def run_case(
     }
     if case.storage == "proxy" and proxy_ends_itself:
         out["proxy_ends_itself"] = True
-    if case.storage in ("journal", "redis"):
+    holds_connections = cfg.storage.storage_kind.holds_connections
+    if not holds_connections:  # a journal: shared by a process's workers (worker_process.py)
         out["shared_journal"] = shared_journal
-    if case.storage in ("postgresql", "mysql", "proxy"):
+    if holds_connections:
         _wait_for_server(cfg)
         proxy = cfg.optuna.proxy_section
         wanted = proxy.connections if proxy is not None else case.workers
@@ -373,7 +373,7 @@ def run_case(
             with open(folder / f"process-{p}.log", "w") as log:
                 children.append(
                     subprocess.Popen(
-                        [sys.executable, _scale_child.__file__, str(folder / f"spec-{p}.json")],
+                        [sys.executable, "-m", WORKER_PROCESS, str(folder / f"spec-{p}.json")],
                         stdin=subprocess.PIPE,
                         stdout=subprocess.PIPE,
                         stderr=log,
@@ -528,7 +528,9 @@ def _floats(text: str) -> list[float]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.scale", description=(__doc__ or "").split("\n")[0]
+    )
     parser.add_argument("--workers", type=_ints, default=[64, 256, 1000], help="sizes (default 64,256,1000)")
     parser.add_argument("--storages", type=lambda s: s.split(","), default=list(STORAGES))
     parser.add_argument(
@@ -608,7 +610,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.basicConfig(level=logging.WARNING)
-    # The worker processes and the proxy import this tree's package.
+    # The worker processes and the proxy import this tree's package and benchmarks.
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     urls = {"postgresql": args.postgresql, "mysql": args.mysql, "redis": args.redis}
     if "redis" in args.storages:
@@ -658,7 +660,3 @@ def main(argv: Sequence[str] | None = None) -> int:
             shutil.rmtree(root, ignore_errors=True)
     write_section(args.output, "scale", render(results, args, time.time() - started))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

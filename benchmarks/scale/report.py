@@ -1,4 +1,4 @@
-"""The doc section of ``scale.py``: the table, the notes on what the runs showed, and the
+"""The doc section of the scale benchmark: the table, the notes on what the runs showed, and the
 capacity model that takes the measured costs to sizes this machine cannot run."""
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def render(results: list[dict[str, Any]], args: argparse.Namespace, total_s: flo
     )
     return (
         "## Scale\n\n"
-        "`python benchmarks/scale.py` runs the real worker path (`Worker.run`: budget, claim lock, ask/tell, "
+        "`python -m benchmarks.scale` runs the real worker path (`Worker.run`: budget, claim lock, ask/tell, "
         "records, CSV, owner files, sweeps) for each storage at "
         f"{sizes} (the default: the faster rate at fewer sizes, for time), each worker a thread, "
         f"{args.threads_per_process} threads per process, each worker with its own database connection "
@@ -98,7 +98,9 @@ def render(results: list[dict[str, Any]], args: argparse.Namespace, total_s: flo
         "end, where workers that are done wait for the last trials, are in it). Ask: the worker's claim "
         "(budget check, `study.ask`, owner file, under the study's claim lock), each worker's first claim "
         "left out (those queue at the start; 'all started after' is when the last worker's first trial "
-        "began). DB connections: the server's own count (`pg_stat_activity`, "
+        "began). Tell: the end of a completed trial (`TrialLife.finish`: the tell, with the trial's record "
+        "in the same write, its owner file removed, its CSV row). DB connections: the server's own count "
+        "(`pg_stat_activity`, "
         "`information_schema.processlist`, Redis `CLIENT LIST`) of the connections whose client port is "
         "one of the benchmark's, sampled each second. File ops: calls that touch `save_path` (file locks "
         "taken, owner files written, read and removed, CSV rows, sweep turns, and for the journal file "

@@ -5,7 +5,7 @@ The scene of the report that asked for it: ``--workers 100``, 20 s trials, the j
 group), while many workers are still starting. Then the study is reloaded (with instant trials
 and 8 workers, to be quick) and must end at exactly ``n_trials`` with no trial left RUNNING.
 
-    python benchmarks/stop_signals.py [--workers 100] [--output docs/benchmarks.md]
+    python -m benchmarks.stop_signals [--workers 100] [--output docs/benchmarks.md]
 """
 
 from __future__ import annotations
@@ -19,18 +19,17 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import optuna
 import yaml
 
-# Run as a script, so this folder is on sys.path.
-from _doc import write_section
-
 from aimlutils.hyper_opt.config import load_config
 from aimlutils.hyper_opt.storage import open_storage
+from benchmarks.common.doc import write_section
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 OBJECTIVE = textwrap.dedent(
     """
     import time
@@ -144,13 +143,15 @@ def one(signum: signal.Signals, folder: Path, workers: int, n_trials: int, after
     return line
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.stop_signals", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--workers", type=int, default=100)
     parser.add_argument("--trials", type=int, default=200)
     parser.add_argument("--after", type=float, default=25.0, help="seconds from start to the signal")
     parser.add_argument("--output", type=Path, default=Path("docs/benchmarks.md"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     # Started under nohup, optimize.py would inherit an ignored SIGHUP and rightly keep it so.
     signal.signal(signal.SIGHUP, signal.SIG_DFL)
     rows = []
@@ -159,7 +160,7 @@ def main() -> None:
             rows.append(one(signum, Path(tmp), args.workers, args.trials, args.after))
     text = (
         "## Stopping a local run\n\n"
-        f"`python benchmarks/stop_signals.py`: `--workers {args.workers}`, 20 s trials, the journal file; "
+        f"`python -m benchmarks.stop_signals`: `--workers {args.workers}`, 20 s trials, the journal file; "
         f"{args.after:.0f} s after\n"
         "the start, one signal to the optimize.py process only (not its group), while the workers not yet\n"
         "in a trial are still starting up. Workers are counted from `/proc` every 0.25 s (zombies left\n"
@@ -171,7 +172,4 @@ def main() -> None:
         f"{len(os.sched_getaffinity(0))} CPU cores.\n"
     )
     write_section(args.output, "stop", text)
-
-
-if __name__ == "__main__":
-    main()
+    return 0

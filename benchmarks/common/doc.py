@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-HEADER = "# Benchmarks\n\nEach section is written by the script it names; rerun the script to refresh it.\n"
+HEADER = (
+    "# Benchmarks\n\nEach section is written by the command it names; run it again, from the repository "
+    "root, to refresh it.\n"
+)
 
 
 def write_section(path: Path, name: str, text: str) -> None:

@@ -1,4 +1,4 @@
-"""The plots and the section of ``search_quality.py``: median and quartiles of best value per trial."""
+"""The plots and the section of the search quality benchmark: median and quartiles of best value per trial."""
 
 from __future__ import annotations
 
@@ -162,14 +162,14 @@ def render(
     parts = [
         "## Search quality against worker count",
         "",
-        "`python benchmarks/search_quality.py` runs each function at 1, 8 and 32 asynchronous workers with "
+        "`python -m benchmarks.search_quality` runs each function at 1, 8 and 32 asynchronous workers with "
         f"the same total trials (this run: {', '.join(curves)} at {_workers_text(curves)} workers), "
         "through the real worker path (`Worker` in threads, one journal-file study on tmpfs). Trial "
         "durations are uniform in [0.5, 1.5] time units for the test functions and the CPU time of each "
-        "epoch for the MLP, simulated on a virtual clock (`benchmarks/_workers.py`): every worker stays "
-        "busy, trials end out of order, and each ask sees the trials finished and running at that moment. "
-        "Rows that run the same study (at 1 worker, `constant_liar` changes nothing: no other trial is "
-        f"running at an ask) run it once and show it in each. {setup}",
+        "epoch for the MLP, simulated on a virtual clock (`benchmarks/common/virtual_clock.py`): every "
+        "worker stays busy, trials end out of order, and each ask sees the trials finished and running at "
+        "that moment. Rows that run the same study (at 1 worker, `constant_liar` changes nothing: no other "
+        f"trial is running at an ask) run it once and show it in each. {setup}",
         "",
         f"The default (no `optuna.sampler` set), per worker count: {default_text}.",
         "",

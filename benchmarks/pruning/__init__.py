@@ -1,0 +1,1 @@
+"""Epochs saved and accuracy lost by each pruner: ``python -m benchmarks.pruning`` (see :mod:`~.run`)."""
