@@ -19,7 +19,7 @@ import tempfile
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -83,18 +83,12 @@ class TimedWorker(Worker):
             self.waits += 1
         return claimed
 
-    def timed_finish(
-        self,
-        trial: optuna.Trial,
-        values: float | Sequence[float] | None = None,
-        state: TrialState | None = None,
-        record: dict[str, Any] | None = None,
-    ) -> FrozenTrial | None:
-        """A trial's end; timed as a tell when the trial completed (its tell with its record,
-        owner file and CSV row), not when it failed or was given back unrun."""
+    def timed_finish(self, trial: optuna.Trial, *args: Any, **kwargs: Any) -> FrozenTrial | None:
+        """A trial's end (``TrialLife.finish``); timed as a tell when the trial completed (its tell
+        with its record, owner file and CSV row), not when it failed or was given back unrun."""
         t0 = time.perf_counter()
-        told = self.untimed_finish(trial, values, state, record)
-        if state in (None, TrialState.COMPLETE):
+        told = self.untimed_finish(trial, *args, **kwargs)
+        if told is not None and told.state == TrialState.COMPLETE:
             self.tells.append((time.time(), time.perf_counter() - t0))
         return told
 
