@@ -9,6 +9,7 @@ import sys
 import time
 
 from aimlutils.hyper_opt.coordination import Liveness, alive, process_is_gone
+from aimlutils.hyper_opt.schedulers import SubmitError
 
 
 def test_alive_matches_jobs_and_array_tasks():
@@ -41,6 +42,31 @@ def test_other_hosts_are_judged_by_the_queue():
     # Without a job id or a queue nothing can be said: never fail a trial on a guess.
     assert not live.is_gone({"host": "node9", "pid": 1})
     assert not Liveness().is_gone({"host": "node9", "pid": 1, "job_id": "7_2"})
+
+
+def test_a_queue_that_does_not_answer_proves_nothing(tmp_path):
+    """A busy controller times out: no owner is gone for it, and the next interval asks again."""
+    answers: list[object] = [SubmitError(["squeue"], 1, "", "Socket timed out"), {"7_1": "RUNNING"}]
+
+    def flaky() -> dict[str, str]:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer  # type: ignore[return-value]
+
+    for cache in (None, tmp_path / ".queue.json"):  # asked alone, or once for all the workers
+        answers[:] = [SubmitError(["squeue"], 1, "", "Socket timed out"), {"7_1": "RUNNING"}]
+        live = Liveness(flaky, min_interval_s=0, cache=cache)
+        assert not live.is_gone({"host": "node9", "pid": 1, "job_id": "7_1"})  # no answer: alive
+        assert not live.is_gone({"host": "node9", "pid": 1, "job_id": "7_1"})  # asked again: running
+        assert not answers
+
+
+def test_only_the_study_jobs_the_asker_submitted_are_judged_by_their_absence():
+    """A job of a collaborator (hidden from this user by PrivateData) or not recorded yet."""
+    live = Liveness(lambda: {}, min_interval_s=0, study_jobs=lambda: ["7"])
+    assert live.is_gone({"host": "node9", "pid": 1, "job_id": "7_1"})  # ours, and not queued
+    assert not live.is_gone({"host": "node9", "pid": 1, "job_id": "8_1"})  # not ours: unknown
 
 
 def test_a_job_waiting_to_run_again_no_longer_runs_its_trial():

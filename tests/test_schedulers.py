@@ -87,8 +87,9 @@ class FakeScheduler(Scheduler):
     def parse_job_id(self, stdout: str) -> str:
         return stdout.split()[-1]
 
-    def queue(self) -> dict[str, str]:
-        return dict(line.split() for line in self.run(["fakeq"]).splitlines())
+    def queue(self, job_ids: Sequence[str]) -> dict[str, str]:
+        states = dict(line.split() for line in self.run(["fakeq"]).splitlines())
+        return {job: state for job, state in states.items() if job.split("_")[0] in job_ids}
 
     def cancel(self, job_ids: Sequence[str]) -> None:
         self.run(["fakedel", *job_ids])
@@ -110,9 +111,13 @@ class Recorder:
 CASES = {
     "slurm": (
         {"jobs": 2, "batch": {"t": "10", "gres": "gpu:2"}, "gpus_per_node": 2},
-        {"sbatch": "4242;testcluster\n", "squeue": "4242_0 RUNNING\n4242_1 PENDING\n77 COMPLETED\n"},
+        {
+            "sbatch": "4242;testcluster\n",
+            # Suspended (gang scheduling, suspend-mode preemption) and stopped jobs come back.
+            "squeue": "4242_0 RUNNING\n4242_1 PENDING\n4242_2 SUSPENDED\n4242_3 STOPPED\n77 COMPLETED\n",
+        },
         ["sbatch"],
-        {"4242_0": "RUNNING", "4242_1": "PENDING"},
+        {"4242_0": "RUNNING", "4242_1": "PENDING", "4242_2": "SUSPENDED", "4242_3": "STOPPED"},
         ("4242", "4242_1"),
         "scancel",
     ),
@@ -140,7 +145,11 @@ def test_every_scheduler_submits_parses_and_queries_through_its_runner(name, stu
     assert [c[0] for c in runner.commands] == submits
     recorded = read_jobs(cfg.paths)
     assert recorded and all(r.job_id for r in recorded)
-    assert launcher.scheduler.queue() == queue
+    asked = [r.job_id for r in recorded]
+    assert launcher.scheduler.queue(asked) == queue
+    if name == "slurm":  # asked about the study's jobs (PBS's qstat lists all, kept to them here)
+        assert any(asked[0] in word for word in runner.commands[-1]), runner.commands[-1]
+    assert launcher.scheduler.queue([]) == {}  # nothing recorded: nothing asked
     assert all(launcher.scheduler.job_alive(j, queue) for j in live)
     launcher.scheduler.cancel(["1"])
     assert runner.commands[-1][0] == cancel

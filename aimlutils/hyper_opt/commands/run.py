@@ -22,7 +22,7 @@ from rich.console import Console
 
 from aimlutils.hyper_opt.commands.common import say
 from aimlutils.hyper_opt.config import RunConfig, load_config
-from aimlutils.hyper_opt.coordination import ResultsCsv, recover_study, target_trial
+from aimlutils.hyper_opt.coordination import ResultsCsv, alive, recover_study, target_trial
 from aimlutils.hyper_opt.coordination import study as study_lib
 from aimlutils.hyper_opt.errors import CONFIG_ERROR_EXIT_CODE, ConfigError, Problem
 from aimlutils.hyper_opt.launchers import (
@@ -31,6 +31,8 @@ from aimlutils.hyper_opt.launchers import (
     batch_launcher,
     default_workers,
     gpu_groups,
+    job_ids,
+    study_queue,
     visible_gpus,
 )
 from aimlutils.hyper_opt.logs import configure_logging
@@ -179,8 +181,17 @@ def run(args: argparse.Namespace, console: Console) -> int:
         say(console, str(err))
         return CONFIG_ERROR_EXIT_CODE
     if reloaded:
-        queue = launcher.scheduler.queue if launcher else None
-        recovered = recover_study(study, storage, cfg.paths, queue, cfg.optuna.max_retries)
+        scheduler = launcher.scheduler if launcher else None
+        queue = study_queue(scheduler, cfg.paths) if scheduler else None
+        recovered = recover_study(
+            study,
+            storage,
+            cfg.paths,
+            queue,
+            cfg.optuna.max_retries,
+            scheduler.job_alive if scheduler else alive,
+            lambda: job_ids(cfg.paths),
+        )
         if recovered:
             say(
                 console,

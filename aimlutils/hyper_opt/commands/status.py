@@ -14,7 +14,7 @@ from aimlutils.hyper_opt.commands.common import load_for_study, say
 from aimlutils.hyper_opt.config import RunConfig
 from aimlutils.hyper_opt.coordination import RunningTrials, alive, recover_study
 from aimlutils.hyper_opt.coordination import study as study_lib
-from aimlutils.hyper_opt.launchers import read_jobs, scheduler_for
+from aimlutils.hyper_opt.launchers import job_ids, read_jobs, scheduler_for, study_queue
 from aimlutils.hyper_opt.report import progress
 from aimlutils.hyper_opt.schedulers import Scheduler, SubmitError
 from aimlutils.hyper_opt.storage import open_for_command
@@ -30,20 +30,22 @@ def status(args: argparse.Namespace, console: Console) -> int:
     storage = open_for_command(cfg.storage, cfg.optuna.storage_wait_s)
     study = study_lib.load(cfg, storage, 1)
     scheduler = scheduler_for(cfg)
-    queue: dict[str, str] = {}
+    queue: dict[str, str] | None = None  # unknown
     jobs = read_jobs(cfg.paths)
     if scheduler is not None and jobs:
         try:
-            queue = scheduler.queue()  # the one scheduler call of this command
+            queue = study_queue(scheduler, cfg.paths)()  # the one scheduler call of this command
         except SubmitError as err:
-            say(console, f"Could not read the queue: {err}")
+            say(console, f"Could not read the queue, so no trial was judged by it: {err}")
+    answer = queue
     recovered = recover_study(
         study,
         storage,
         cfg.paths,
-        (lambda: queue) if scheduler else None,
+        (lambda: answer) if scheduler and answer is not None else None,
         cfg.optuna.max_retries,
         scheduler.job_alive if scheduler else alive,
+        lambda: job_ids(cfg.paths),
     )
     if recovered:
         say(console, f"Trials {recovered} had no live worker: marked FAIL, parameters queued again.")
@@ -72,9 +74,10 @@ def status(args: argparse.Namespace, console: Console) -> int:
             table.add_column(column)
         for job in jobs:
             states = sorted(
-                {s for j, s in queue.items() if j == job.job_id or j.startswith(job.job_id + "_")}
+                {s for j, s in (queue or {}).items() if j == job.job_id or j.startswith(job.job_id + "_")}
             )
-            table.add_row(job.job_id, job.role, str(job.workers), job.submitted, ", ".join(states) or "ended")
+            ended = "ended" if queue is not None else "unknown (the queue did not answer)"
+            table.add_row(job.job_id, job.role, str(job.workers), job.submitted, ", ".join(states) or ended)
         console.print(table)
     return 0
 
@@ -100,7 +103,7 @@ def cancel(args: argparse.Namespace, console: Console) -> int:
     if scheduler is None or not jobs:
         say(console, f"No jobs recorded for study {cfg.study_name!r} in {cfg.save_path}.")
         return 0
-    queue = scheduler.queue()
+    queue = study_queue(scheduler, cfg.paths)()
     live = [j.job_id for j in jobs if scheduler.job_alive(j.job_id, queue)]
     if live:
         scheduler.cancel(live)
@@ -114,7 +117,15 @@ def cancel(args: argparse.Namespace, console: Console) -> int:
         if not any(_owned_by(owners.owner(t.number), live, scheduler) for t in running):
             break
         time.sleep(1.0)
-    failed = recover_study(study, storage, cfg.paths, dict, cfg.optuna.max_retries, scheduler.job_alive)
+    failed = recover_study(
+        study,
+        storage,
+        cfg.paths,
+        dict,
+        cfg.optuna.max_retries,
+        scheduler.job_alive,
+        lambda: job_ids(cfg.paths),
+    )
     say(console, f"Cancelled {len(live)} job(s): {', '.join(live) or 'none were still queued'}.")
     if failed:
         say(console, f"Trials {failed} were left RUNNING: marked FAIL, parameters queued again.")

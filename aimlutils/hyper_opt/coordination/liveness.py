@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from aimlutils.hyper_opt.schedulers import alive
 from aimlutils.hyper_opt.storage.locks import FileLock
 
-#: ``{job id: state}`` of the queued and running jobs, from one scheduler call.
+logger = logging.getLogger(__name__)
+
+#: ``{job id: state}`` of the study's queued and running jobs, from one scheduler call; raises when
+#: the scheduler does not answer (a busy controller timing out), which proves nothing.
 QueueQuery = Callable[[], dict[str, str]]
+#: The job ids a queue answer speaks for: the study's jobs submitted by this user. A job outside
+#: them (submitted by a collaborator, or not recorded yet) is never judged gone by its absence.
+StudyJobs = Callable[[], Sequence[str]]
 #: Whether a job id is among the queue's (a scheduler's own id format decides).
 JobAlive = Callable[[str | None, dict[str, str]], bool]
 #: Queue states of a job none of whose processes runs: SLURM's after a requeue (node failure,
@@ -48,6 +56,9 @@ class Liveness:
     ``cache`` (a file in ``save_path``) once per interval for all the workers of a study together,
     whoever asks first. ``me`` is the asking worker's identity: a trial of its own job from an
     earlier run of that job (``restarts`` differs) is gone, wherever it ran.
+
+    A queue that does not answer proves nothing: no owner is gone for it, and it is asked again
+    at the next interval. ``study_jobs`` (when given) are the jobs an answer speaks for.
     """
 
     def __init__(
@@ -57,8 +68,10 @@ class Liveness:
         cache: Path | None = None,
         job_alive: JobAlive = alive,
         me: dict[str, Any] | None = None,
+        study_jobs: StudyJobs | None = None,
     ) -> None:
         self.queue = queue
+        self.study_jobs = study_jobs
         self.job_alive = job_alive
         self.min_interval_s = min_interval_s
         self.cache = cache
@@ -73,9 +86,19 @@ class Liveness:
         if time.time() - self._asked < self.min_interval_s:
             return self._states
         if self.cache is None:
-            self._states, self._asked = self.queue(), time.time()
+            self._states, self._asked = self._ask(), time.time()
             return self._states
         return self._shared_states(self.cache)
+
+    def _ask(self) -> dict[str, str] | None:
+        """The queue's answer, or ``None`` when the scheduler did not give one."""
+        if self.queue is None:
+            return None
+        try:
+            return self.queue()
+        except Exception as err:  # a timeout, a controller down: no verdict, asked again later
+            logger.warning("the scheduler's queue did not answer (%s); no trial is judged by it", err)
+            return None
 
     def _shared_states(self, cache: Path) -> dict[str, str] | None:
         lock = FileLock(cache)
@@ -88,7 +111,7 @@ class Liveness:
                 except ValueError:
                     data = {}
                 if time.time() - data.get("at", 0) >= self.min_interval_s and self.queue is not None:
-                    data = {"at": time.time(), "states": self.queue()}
+                    data = {"at": time.time(), "states": self._ask()}
                     fh.seek(0)
                     fh.truncate()
                     fh.write(json.dumps(data))
@@ -106,7 +129,9 @@ class Liveness:
         if owner.get("host") == self.host:
             return process_is_gone(owner.get("pid"))
         job = owner.get("job_id")
-        states = self._queue_states() if job else None
+        if not job or not self._speaks_for(str(job)):
+            return False
+        states = self._queue_states()
         if states is None:
             return False
         if not self.job_alive(job, states):
@@ -115,6 +140,14 @@ class Liveness:
         # trial may show the job waiting for its first start.
         return states.get(str(job)) in WAITING and since is not None and self._asked > since
 
+    def _speaks_for(self, job: str) -> bool:
+        """Whether the queue's answer can say that ``job`` ended (see ``study_jobs``)."""
+        if self.study_jobs is None:
+            return True
+        # By the job's number: an array's tasks ("123_4" in Slurm, "123[4].server" in PBS) are
+        # recorded as the array ("123", "123[].server").
+        return _number(job) in {_number(ours) for ours in self.study_jobs()}
+
     def _earlier_run_of_my_job(self, owner: dict[str, Any]) -> bool:
         """A trial of this worker's own job, started before the job was requeued and restarted:
         the queue shows the job running again, and the old pid may be reused by then."""
@@ -122,3 +155,9 @@ class Liveness:
         if not job or owner.get("job_id") != job:
             return False
         return bool(owner.get("restarts", 0) != self.me.get("restarts", 0))
+
+
+def _number(job_id: str) -> str:
+    """The leading number of a job id: ``123`` of ``123_4``, ``123[4].server`` and ``123``."""
+    match = re.match(r"\d+", job_id)
+    return match.group(0) if match else job_id

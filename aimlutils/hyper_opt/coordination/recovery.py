@@ -16,7 +16,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
 from aimlutils.hyper_opt.coordination.lifecycle import TrialLife
-from aimlutils.hyper_opt.coordination.liveness import JobAlive, Liveness, QueueQuery
+from aimlutils.hyper_opt.coordination.liveness import JobAlive, Liveness, QueueQuery, StudyJobs
 from aimlutils.hyper_opt.coordination.owners import RunningTrials
 from aimlutils.hyper_opt.coordination.results_csv import ResultsCsv
 from aimlutils.hyper_opt.paths import StudyPaths
@@ -75,9 +75,10 @@ def recover_study(
     queue: QueueQuery | None,
     max_retries: int,
     job_alive: JobAlive = alive,
+    study_jobs: StudyJobs | None = None,
 ) -> list[int]:
-    """One sweep from outside the workers (start, reload, status, cancel): the queue is asked now,
-    and each failed trial gets its row in ``trial_results.csv``."""
-    liveness = Liveness(queue, min_interval_s=0, job_alive=job_alive)
+    """One sweep from outside the workers (start, reload, status, cancel): the queue is asked now
+    (about ``study_jobs``), and each failed trial gets its row in ``trial_results.csv``."""
+    liveness = Liveness(queue, min_interval_s=0, job_alive=job_alive, study_jobs=study_jobs)
     with ResultsCsv(paths.results_csv) as csv:
         return sweep_dead_trials(TrialLife(study, storage, paths, csv, max_retries=max_retries), liveness)

@@ -8,6 +8,7 @@ commands, like dask-jobqueue's job classes; the script body, which starts one wo
 from __future__ import annotations
 
 import datetime
+import getpass
 import math
 import shlex
 import sys
@@ -111,15 +112,24 @@ class BatchLauncher(Launcher):
             proxy = self.plan_proxy(command)
             proxy.path.write_text(proxy.text)
             stdout = self.scheduler.run(shlex.split(proxy.submit[0]))
-            records.append(JobRecord(self.scheduler.parse_job_id(stdout), 0, str(proxy.path), now, "proxy"))
+            records.append(self._record(stdout, 0, proxy.path, now, "proxy"))
         n_jobs = self.jobs_for(n_workers)
         per_submit = self.workers_per_job * (n_jobs if len(job.submit) == 1 else 1)
         for submit in job.submit:
             stdout = self.scheduler.run(shlex.split(submit))
-            records.append(JobRecord(self.scheduler.parse_job_id(stdout), per_submit, str(job.path), now))
-        append_jobs(self.cfg.paths, records)
+            records.append(self._record(stdout, per_submit, job.path, now))
         self.submitted = records
         return 0
+
+    def _record(self, stdout: str, workers: int, script: Path, now: str, role: str = "workers") -> JobRecord:
+        """The submitted job, recorded in ``jobs.json`` at once: a job running before it is recorded
+        would be a job whose workers no one can tell alive (and a failed later submission would
+        lose it)."""
+        record = JobRecord(
+            self.scheduler.parse_job_id(stdout), workers, str(script), now, role, getpass.getuser()
+        )
+        append_jobs(self.cfg.paths, [record])
+        return record
 
 
 # Until every worker has exited, noting whether one left with trials still to run.

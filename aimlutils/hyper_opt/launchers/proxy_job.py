@@ -52,7 +52,7 @@ def live_proxy_job(paths: StudyPaths, scheduler: Scheduler) -> JobRecord | None:
     if not proxies:
         return None
     try:
-        queue = scheduler.queue()
+        queue = scheduler.queue([p.job_id for p in proxies])
     except SubmitError:
         return None  # cannot tell: one more proxy is cheaper than workers waiting for none
     latest = proxies[-1]

@@ -321,8 +321,10 @@ class Scheduler(abc.ABC):
     # The queue, for status, cancel and finding dead trials.
 
     @abc.abstractmethod
-    def queue(self) -> dict[str, str]:
-        """``{job id: state}`` of this user's queued and running jobs, in one scheduler call."""
+    def queue(self, job_ids: Sequence[str]) -> dict[str, str]:
+        """``{job id: state}`` of those of ``job_ids`` (and their array tasks) that are queued or
+        running, in one scheduler call. A job the scheduler says it does not know has ended; a
+        call that fails or times out raises :class:`SubmitError`, which proves nothing."""
 
     @abc.abstractmethod
     def cancel(self, job_ids: Sequence[str]) -> None:

@@ -118,14 +118,20 @@ class Pbs(Scheduler):
     def parse_job_id(self, stdout: str) -> str:
         return stdout.strip().splitlines()[-1].strip() if stdout.strip() else ""
 
-    def queue(self) -> dict[str, str]:
+    def queue(self, job_ids: Sequence[str]) -> dict[str, str]:
+        if not job_ids:
+            return {}
+        # Every job qstat shows, kept to the ones asked about: qstat refuses a list in which one
+        # job has ended, and knows no job of a finished array by its id.
+        wanted = {j.split(".", 1)[0].split("[", 1)[0] for j in job_ids}
         out = self.run(["qstat"])
         states = {}
         for line in out.splitlines()[2:]:
             fields = line.split()
-            if len(fields) >= 5 and fields[4] not in ("C", "F", "X"):
+            short = fields[0].split(".", 1)[0] if fields else ""
+            if len(fields) >= 5 and fields[4] not in ("C", "F", "X") and short.split("[", 1)[0] in wanted:
                 states[fields[0]] = fields[4]
-                states[fields[0].split(".", 1)[0]] = fields[4]
+                states[short] = fields[4]
         return states
 
     def cancel(self, job_ids: Sequence[str]) -> None:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import getpass
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from aimlutils.hyper_opt.errors import Problem, format_value, join_path
-from aimlutils.hyper_opt.schedulers._base import JobEnvironment, Scheduler
+from aimlutils.hyper_opt.schedulers._base import JobEnvironment, Scheduler, SubmitError
 
 # States in which a job still holds, or will hold, its workers.
 _LIVE = {
@@ -18,6 +17,7 @@ _LIVE = {
     "RUNNING",
     "COMPLETING",
     "SUSPENDED",
+    "STOPPED",
     "REQUEUED",
     "REQUEUE_HOLD",
     "RESIZING",
@@ -191,8 +191,17 @@ class Slurm(Scheduler):
     def parse_job_id(self, stdout: str) -> str:
         return stdout.strip().split(";", 1)[0]
 
-    def queue(self) -> dict[str, str]:
-        out = self.run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i %T"])
+    def queue(self, job_ids: Sequence[str]) -> dict[str, str]:
+        if not job_ids:
+            return {}
+        try:
+            out = self.run(["squeue", "-h", "-r", "-j", ",".join(job_ids), "-o", "%i %T"])
+        except SubmitError as err:
+            # Asked about one job, squeue says it no longer knows it this way (about several, it
+            # leaves the ended ones out): an answer, not a failure.
+            if "Invalid job id specified" in err.stderr:
+                return {}
+            raise
         states = {}
         for line in out.splitlines():
             job_id, _, state = line.strip().partition(" ")

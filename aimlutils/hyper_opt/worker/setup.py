@@ -11,9 +11,8 @@ import optuna
 
 from aimlutils.hyper_opt import schedulers
 from aimlutils.hyper_opt.config import RunConfig
-from aimlutils.hyper_opt.coordination import (
-    Liveness,
-)
+from aimlutils.hyper_opt.coordination import Liveness
+from aimlutils.hyper_opt.launchers.jobs import job_ids, study_queue
 from aimlutils.hyper_opt.objective.base import BaseObjective
 from aimlutils.hyper_opt.objective.command import CommandObjective
 from aimlutils.hyper_opt.objective.loader import build_objective, import_objective_module
@@ -59,7 +58,13 @@ def liveness_for(cfg: RunConfig, environ: Mapping[str, str], me: dict[str, Any])
     if job is None:
         return Liveness(me=me)
     scheduler = job[0]()
-    return Liveness(scheduler.queue, cache=cfg.paths.queue_cache, me=me, job_alive=scheduler.job_alive)
+    return Liveness(
+        study_queue(scheduler, cfg.paths),
+        cache=cfg.paths.queue_cache,
+        me=me,
+        job_alive=scheduler.job_alive,
+        study_jobs=lambda: job_ids(cfg.paths),
+    )
 
 
 def build_worker_objective(
