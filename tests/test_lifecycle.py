@@ -120,3 +120,24 @@ def test_a_trial_with_nothing_to_say_is_recorded_with_its_worker(tmp_path):
     told = life.finish(trial, 1.0)
     assert told is not None and study.trials[0].user_attrs["record"] == {"worker": {"worker": 3, "host": "h"}}
     assert Path(paths.results_csv).exists()
+
+
+def test_a_chain_interrupted_max_failures_times_is_not_queued_again(tmp_path):
+    """A trial that reports a new step before every time limit and never ends: bounded as failures are."""
+    paths = StudyPaths(tmp_path)
+    storage = open_storage(StorageSpec("journal", str(tmp_path / "study.journal")))
+    study = optuna.create_study(storage=storage)
+    life = TrialLife(study, storage, paths, ResultsCsv(paths.results_csv), max_retries=1, max_failures=3)
+    study.enqueue_trial({"x": 0.5})
+    for link in range(3):
+        trial = study.ask()
+        trial.suggest_float("x", 0, 1)
+        trial.report(float(link), link)  # progress each time: max_retries never runs out
+        life.give_back(trial, "interrupted (SIGTERM)")
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [TrialState.FAIL] * 3  # the third is not queued again
+    record = trials[2].user_attrs["record"]
+    assert (
+        record["failed_by"] == "objective"
+        and "interrupted 3 times without finishing" in record["fail_reason"]
+    )

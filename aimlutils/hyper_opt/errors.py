@@ -33,6 +33,8 @@ class ExitCode(enum.IntEnum):
     """A command could not do its work: no such study, a rerun that failed, the storage gone."""
     CONFIG = 2
     """A problem in ``hyper.yml``, ``model.yml`` or the command line; nothing was created."""
+    STUDY_STOPPED = 3
+    """The study stopped: its last ``optuna.max_failures`` trials failed by the objective's error."""
     STORAGE_GONE = 75
     """A worker met a storage outage longer than ``optuna.storage_wait_s`` (``EX_TEMPFAIL``)."""
     LEFT_FOR_LATER = 99

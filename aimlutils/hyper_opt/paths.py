@@ -70,6 +70,11 @@ class StudyPaths:
         return self.root / ".sweep.turn"
 
     @property
+    def stopped(self) -> Path:
+        """Why the study stopped before ``n_trials`` (too many failures), while it is stopped."""
+        return self.root / "stopped.json"
+
+    @property
     def jobs(self) -> Path:
         """Job scripts and the scheduler's output files."""
         return self.root / "jobs"

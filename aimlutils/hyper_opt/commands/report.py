@@ -13,7 +13,7 @@ from rich.table import Table
 from aimlutils.hyper_opt._text import show
 from aimlutils.hyper_opt.commands.common import load_for_study, say
 from aimlutils.hyper_opt.config import CONFIG_ERROR_EXIT_CODE, RunConfig
-from aimlutils.hyper_opt.coordination import RETRY_OF_ATTR, read_record
+from aimlutils.hyper_opt.coordination import RETRY_OF_ATTR, StudyStop, read_record
 from aimlutils.hyper_opt.coordination import study as study_lib
 from aimlutils.hyper_opt.errors import ExitCode
 from aimlutils.hyper_opt.report import (
@@ -91,6 +91,9 @@ def no_study(cfg: RunConfig) -> str:
 def _print_summary(console: Console, cfg: RunConfig, study: optuna.Study) -> None:
     trials = study.get_trials(deepcopy=False)
     say(console, progress.snapshot(study, cfg.optuna.n_trials).line())
+    stop = StudyStop.read(cfg.paths.stopped)
+    if stop is not None:
+        say(console, stop.message())
     if not trials:
         return
     table = Table(title="Trials by state and how long they ran")

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from aimlutils.hyper_opt.commands.common import load_for_study, say
 from aimlutils.hyper_opt.config import RunConfig
-from aimlutils.hyper_opt.coordination import RunningTrials, alive, recover_study
+from aimlutils.hyper_opt.coordination import RunningTrials, StudyStop, alive, recover_study
 from aimlutils.hyper_opt.coordination import study as study_lib
 from aimlutils.hyper_opt.launchers import job_ids, read_jobs, scheduler_for, study_queue
 from aimlutils.hyper_opt.report import progress
@@ -52,6 +52,9 @@ def status(args: argparse.Namespace, console: Console) -> int:
     snap = progress.snapshot(study, cfg.optuna.n_trials)
     say(console, f"Study {cfg.study_name!r} in {cfg.storage}")
     say(console, snap.line())
+    stop = StudyStop.read(cfg.paths.stopped)
+    if stop is not None:
+        say(console, stop.message())
     if snap.best_value is not None:
         say(console, f"Best value {snap.best_value:.6g} with {snap.best_params}")
     if cfg.optuna.proxy_section is not None:

@@ -65,6 +65,8 @@ class OptunaSection(_Section):
     parameters: dict[str, Any] = Field(default_factory=dict)
     enqueue: list[dict[str, Any]] = Field(default_factory=list)
     max_retries: int = Field(default=1, ge=0)
+    # The study stops once this many trials in a row failed by the objective's own error (None: never).
+    max_failures: int | None = Field(default=20, ge=1)
     # The study ends once a trial reaches this value of the metric (in its direction).
     target: float | None = None
     # How long a worker waits for an unreachable storage (a restarting database) before it stops.

@@ -3,6 +3,7 @@
 - :mod:`~.budget`: ``n_trials`` finished trials exactly; a query (:class:`Room`), nothing more.
 - :mod:`~.claim`: budget check, ask and ownership of a new trial under the study's claim lock
   (:class:`~aimlutils.hyper_opt.storage.locks.FileLock`).
+- :mod:`~.failures`: the failure budget: a study whose objective keeps failing stops.
 - :mod:`~.lifecycle`: :class:`TrialLife`, a trial's life from claim to record, in one place.
 - :mod:`~.owners`: which worker runs each RUNNING trial (``save_path/running/``).
 - :mod:`~.liveness`: is that worker alive: its pid on this host, its job in the queue elsewhere.
@@ -16,6 +17,7 @@
 
 from aimlutils.hyper_opt.coordination.budget import Room, TrialBudget, count, target_trial
 from aimlutils.hyper_opt.coordination.claim import claim_trial
+from aimlutils.hyper_opt.coordination.failures import StudyStop
 from aimlutils.hyper_opt.coordination.lifecycle import FINISHED_ELSEWHERE, TrialLife
 from aimlutils.hyper_opt.coordination.liveness import JobAlive, Liveness, QueueQuery, alive, process_is_gone
 from aimlutils.hyper_opt.coordination.owners import RunningTrials
@@ -51,6 +53,7 @@ __all__ = [
     "ResultsCsv",
     "Room",
     "RunningTrials",
+    "StudyStop",
     "StudyTurn",
     "TrialBudget",
     "TrialLife",

@@ -27,10 +27,11 @@ from optuna.trial import FrozenTrial, TrialState
 from aimlutils.hyper_opt import _optuna
 from aimlutils.hyper_opt.coordination.budget import Room, TrialBudget
 from aimlutils.hyper_opt.coordination.claim import claim_trial
+from aimlutils.hyper_opt.coordination.failures import BY_OBJECTIVE, StudyStop, verdict
 from aimlutils.hyper_opt.coordination.owners import RunningTrials
 from aimlutils.hyper_opt.coordination.records import RECORD_ATTR, make_record, read_record
 from aimlutils.hyper_opt.coordination.results_csv import ResultsCsv, trial_row
-from aimlutils.hyper_opt.coordination.retries import continue_trial, requeue
+from aimlutils.hyper_opt.coordination.retries import chain, continue_trial, requeue
 from aimlutils.hyper_opt.paths import StudyPaths
 from aimlutils.hyper_opt.storage import ResilientStorage, TrialWrites
 from aimlutils.hyper_opt.storage.locks import FileLock
@@ -49,6 +50,8 @@ class TrialLife:
     ``csv`` receives a row for each trial ended here; ``max_retries`` bounds how often a trial
     that makes no progress is given back. ``lock_finish``: finish under the claim lock, so no
     worker checks the budget between a value being stored and being counted (``optuna.target``).
+    ``max_failures``: the failure budget (:mod:`~.failures`); ``log``: where this process's
+    tracebacks go, named when the study stops.
 
     Example:
         >>> import tempfile
@@ -74,8 +77,13 @@ class TrialLife:
         identity: dict[str, Any] | None = None,
         max_retries: int = 1,
         lock_finish: bool = False,
+        max_failures: int | None = None,
+        log: str | None = None,
     ) -> None:
         self.study = study
+        self.paths = paths
+        self.max_failures = max_failures
+        self.log = log
         self.storage = storage
         self.csv = csv
         self.identity = identity or {}
@@ -135,15 +143,42 @@ class TrialLife:
         self._close(told)
         return told
 
-    def fail(self, trial: optuna.Trial, reason: str, **record: Any) -> FrozenTrial | None:
-        """End the trial FAIL, saying why (``record``: more fields for it, such as ``repro``)."""
-        fields = make_record(worker=self.identity, fail_reason=reason, **record)
-        return self.finish(trial, state=TrialState.FAIL, record=fields)
+    def fail(
+        self, trial: optuna.Trial, reason: str, by_objective: bool = False, **record: Any
+    ) -> FrozenTrial | None:
+        """End the trial FAIL, saying why (``record``: more fields for it, such as ``repro``).
+
+        ``by_objective``: the objective's own error failed it, which counts toward the failure
+        budget; past the budget the study stops (:meth:`stopped` then says why).
+        """
+        blame = BY_OBJECTIVE if by_objective else None
+        fields = make_record(worker=self.identity, fail_reason=reason, failed_by=blame, **record)
+        told = self.finish(trial, state=TrialState.FAIL, record=fields)
+        if by_objective:
+            stop = verdict(self.study, self.max_failures, self.log)
+            if stop is not None and not self.paths.stopped.exists():
+                stop.write(self.paths.stopped)
+                logger.error("%s", stop.message())
+        return told
+
+    def stopped(self) -> StudyStop | None:
+        """Why the study stopped before ``n_trials``, or ``None`` while it goes on (a file's
+        existence is asked before each claim; it is read only once there)."""
+        return StudyStop.read(self.paths.stopped) if self.paths.stopped.exists() else None
 
     def give_back(self, trial: optuna.Trial, reason: str, **record: Any) -> FrozenTrial | None:
         """Fail an interrupted trial and queue its parameters again: the trial that runs them
         continues it (same checkpoint, same learning curve). Queued first, since the scheduler may
-        SIGKILL this process any moment, and failing frees a place another trial would take."""
+        SIGKILL this process any moment, and failing frees a place another trial would take.
+
+        A chain interrupted ``max_failures`` times without finishing (a trial that reports a new
+        step before every time limit, and never ends) is not queued again: it counts as a failure
+        of the objective's, as the failure budget counts them.
+        """
+        interrupted = len(chain(self.study, trial)) + 1
+        if self.max_failures is not None and interrupted >= self.max_failures:
+            why = f"{reason}; interrupted {interrupted} times without finishing (optuna.max_failures)"
+            return self.fail(trial, why, by_objective=True, **record)
         self.requeue(trial)
         return self.fail(trial, reason, **record)
 

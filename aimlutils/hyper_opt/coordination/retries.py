@@ -41,17 +41,25 @@ def requeue(study: optuna.Study, trial: FrozenTrial | optuna.Trial, max_retries:
     return True
 
 
-def inherited_values(study: optuna.Study, trial: FrozenTrial | optuna.Trial) -> dict[int, float]:
-    """The intermediate values of the trials ``trial`` continues, by step (the latest trial's
-    value where two reported the same step)."""
+def chain(study: optuna.Study, trial: FrozenTrial | optuna.Trial) -> list[FrozenTrial]:
+    """The trials ``trial`` continues, the latest first (each one's ``retry_of``, back to the first)."""
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-    values: dict[int, float] = {}
+    out: list[FrozenTrial] = []
     number, seen = trial.user_attrs.get(RETRY_OF_ATTR), set()
     while isinstance(number, int) and number in trials and number not in seen:
         seen.add(number)
-        for step, value in trials[number].intermediate_values.items():
-            values.setdefault(step, value)
+        out.append(trials[number])
         number = trials[number].user_attrs.get(RETRY_OF_ATTR)
+    return out
+
+
+def inherited_values(study: optuna.Study, trial: FrozenTrial | optuna.Trial) -> dict[int, float]:
+    """The intermediate values of the trials ``trial`` continues, by step (the latest trial's
+    value where two reported the same step)."""
+    values: dict[int, float] = {}
+    for earlier in chain(study, trial):
+        for step, value in earlier.intermediate_values.items():
+            values.setdefault(step, value)
     return values
 
 

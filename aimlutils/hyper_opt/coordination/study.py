@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import optuna
 from optuna.storages import BaseStorage
 
@@ -12,6 +14,8 @@ from aimlutils.hyper_opt.storage import study_exists
 
 #: Study user attribute: the ``optuna.metric`` names, for reports.
 METRICS_ATTR = "metrics"
+
+logger = logging.getLogger(__name__)
 
 
 class StudyExistsError(HyperOptError, RuntimeError):
@@ -43,6 +47,11 @@ def create_or_load(cfg: RunConfig, storage: BaseStorage, n_workers: int) -> tupl
                 "optuna.reload: 1 to continue it, or choose another optuna.name to start afresh"
             )
         _enqueue(study, cfg)
+        if n_existing and cfg.paths.stopped.exists():
+            # Run again after the failure budget stopped it: the user says the objective is fixed
+            # (if not, the next failure stops it again, its streak unbroken).
+            logger.warning("study %r had stopped (%s); running it again", name, cfg.paths.stopped)
+            cfg.paths.stopped.unlink(missing_ok=True)
         return study, bool(n_existing)
     study = optuna.create_study(
         study_name=name,

@@ -19,8 +19,9 @@ from rich.live import Live
 
 from aimlutils.hyper_opt._text import tail
 from aimlutils.hyper_opt.config import RunConfig
-from aimlutils.hyper_opt.coordination import recover_study
+from aimlutils.hyper_opt.coordination import StudyStop, recover_study
 from aimlutils.hyper_opt.coordination import study as study_lib
+from aimlutils.hyper_opt.errors import ExitCode
 from aimlutils.hyper_opt.launchers.base import Launcher, save_run_configs
 from aimlutils.hyper_opt.launchers.local_proxy import LocalProxy
 from aimlutils.hyper_opt.lifeline import Lifeline, StopRequest
@@ -160,6 +161,11 @@ class LocalLauncher(Launcher):
             recover_study(study, storage, self.cfg.paths, None, self.cfg.optuna.max_retries)
         except StorageUnavailable as err:
             self._say(f"Trials left RUNNING could not be failed now ({err}); a --reload does it.")
+        stop = StudyStop.read(self.cfg.paths.stopped)
+        if stop is not None:
+            with contextlib.suppress(OSError):  # a terminal that hung up
+                self.console.print(stop.message(), style="red", markup=False, highlight=False)
+            return ExitCode.STUDY_STOPPED
         return self._report_failures(procs)
 
     def _wait(self, procs: list[subprocess.Popen[bytes]], study: optuna.Study) -> None:

@@ -26,6 +26,7 @@ from aimlutils.hyper_opt.config import RunConfig
 from aimlutils.hyper_opt.coordination import (
     ResultsCsv,
     Room,
+    StudyStop,
     StudyTurn,
     TrialBudget,
     TrialLife,
@@ -93,6 +94,8 @@ class Worker:
             self.identity,
             cfg.optuna.max_retries,
             lock_finish=cfg.optuna.target is not None,
+            max_failures=cfg.optuna.max_failures,
+            log=log_location(cfg),
         )
         self.liveness = liveness_for(cfg, os.environ, self.identity)
         self.sweep_turn = StudyTurn(cfg.paths.sweep_turn)
@@ -102,6 +105,10 @@ class Worker:
         self.progressed = False
         #: Whether it stopped because a trial would not finish before its job's end.
         self.out_of_time = False
+        #: Why the study stopped before ``n_trials`` (its failure budget spent), when it did.
+        self.study_stop: StudyStop | None = None
+        #: Tracebacks of failed trials logged so far, with the trial that first had each and a count.
+        self._tracebacks: dict[str, list[int]] = {}
         self.objective = build_worker_objective(
             cfg, self.study, self.identity, objective_class, hold_records=True
         )
@@ -136,7 +143,8 @@ class Worker:
 
     def _should_stop(self, ran: int) -> bool:
         self.out_of_time = self.out_of_time or self._out_of_time()
-        stop = StopSignal.stopping() or self.out_of_time
+        self.study_stop = self.study_stop or self.life.stopped()
+        stop = StopSignal.stopping() or self.out_of_time or self.study_stop is not None
         return stop or (self.max_trials is not None and ran >= self.max_trials)
 
     def _run_trial(self, trial: optuna.Trial) -> None:
@@ -161,8 +169,9 @@ class Worker:
             # is recovered by a reload or a live worker's sweep, and run again.
             raise
         except Exception as err:
-            logger.error("trial %d failed:\n%s", trial.number, traceback.format_exc())
-            self.life.fail(trial, f"{type(err).__name__}: {err}", repro=self.objective.repro_fields(trial))
+            self._log_failure(trial.number, traceback.format_exc())
+            reason = f"{type(err).__name__}: {err}"
+            self.life.fail(trial, reason, by_objective=True, repro=self.objective.repro_fields(trial))
             if self.reraise:
                 raise
             return
@@ -174,6 +183,17 @@ class Worker:
                 held.pop(trial.number, None)
         self.progressed = True
         self._durations.append(time.monotonic() - started)
+
+    def _log_failure(self, number: int, text: str) -> None:
+        """The traceback of a failed trial, once per distinct traceback: a bug in the objective
+        fails every trial the same way, and a log of thousands of copies hides everything else."""
+        seen = self._tracebacks.setdefault(text, [number, 0])
+        seen[1] += 1
+        if seen[1] == 1:
+            logger.error("trial %d failed:\n%s", number, text)
+        else:
+            last = text.strip().splitlines()[-1]
+            logger.error("trial %d failed: %s (the traceback of trial %d; %d times)", number, last, *seen)
 
     def _record_fields(self, trial: optuna.Trial) -> dict[str, object]:
         return make_record(worker=self.identity, repro=self.objective.repro_fields(trial))
@@ -200,6 +220,18 @@ class Worker:
                 warnings.simplefilter("ignore", ExperimentalWarning)
                 optuna.storages.fail_stale_trials(self.study)
         sweep_dead_trials(self.life, self.liveness)
+
+
+def log_location(cfg: RunConfig) -> str | None:
+    """Where this worker's tracebacks go: the study's log file, else the file its stderr is (a
+    local worker's log, a job's output file); ``None`` for a terminal or a pipe."""
+    if cfg.log_file is not None:
+        return str(cfg.log_file)
+    try:
+        target = os.readlink("/proc/self/fd/2")
+    except OSError:
+        return None
+    return target if target.startswith("/") and os.path.isfile(target) else None
 
 
 def waiting_poll_s(poll_s: float, waited: int) -> float:

@@ -84,6 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if StopSignal.stopping():
         logger.warning("stopped by a signal between trials; ran %d", ran)
         return ExitCode.INTERRUPTED if StopSignal.signum == signal.SIGINT else left_code(worker)
+    if worker.study_stop is not None:
+        logger.error("stopping, ran %d: %s", ran, worker.study_stop.message())
+        return ExitCode.STUDY_STOPPED  # a job does not run again for a study that cannot succeed
     if worker.out_of_time:
         return left_code(worker)
     logger.info("no trials left in the budget; ran %d", ran)
@@ -97,6 +100,8 @@ def left_code(worker: Worker | None) -> int:
     nor one whose study was done meanwhile (its last trial ended as its time ran out)."""
     if worker is None or not worker.progressed or not worker.identity.get("job_id"):
         return 0
+    if worker.life.stopped() is not None:
+        return ExitCode.STUDY_STOPPED
     try:
         done = worker.budget.check() is Room.DONE
     except Exception as err:  # any storage error: better a run that finds nothing to do than none
