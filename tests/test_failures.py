@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 import uuid
 
 import optuna
@@ -114,3 +115,31 @@ def test_max_failures_must_be_a_positive_number_or_null(tmp_path, value):
     hyper, model, _ = _study(tmp_path, "False", n_trials=2, max_failures=value)
     proc = run_optimize(hyper, model, "--dry-run")
     assert proc.returncode == ExitCode.CONFIG and "optuna.max_failures" in proc.stdout + proc.stderr
+
+
+def test_a_lowered_n_trials_reaches_the_running_workers_at_their_next_claim(study_files):
+    """optimize.py --reload optuna.n_trials=K while a local study runs: its workers stop at K
+    (plus what they were running), not at the n_trials they started with."""
+    from tests.test_local_run import load_study, start_optimize
+
+    hyper, model = study_files(test={"sleep": 0.3}, n_trials=60)
+    proc = start_optimize(hyper, model, "--workers", "2")
+    try:
+        deadline = time.monotonic() + 240
+        study = None
+        while time.monotonic() < deadline:  # a guard, not a measure: three trials done
+            if study is None and (hyper.parent / "results" / "study.journal").exists():
+                study = load_study(hyper, model)
+            if study and sum(t.state == TrialState.COMPLETE for t in study.get_trials()) >= 3:
+                break
+            time.sleep(0.2)
+        lowered = run_optimize(hyper, model, "--reload", "optuna.n_trials=4", "--workers", "1")
+        assert lowered.returncode == 0, lowered.stdout + lowered.stderr
+        done_then = sum(t.state == TrialState.COMPLETE for t in load_study(hyper, model).get_trials())
+        out, _ = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    complete = sum(t.state == TrialState.COMPLETE for t in load_study(hyper, model).get_trials())
+    assert complete <= max(4, done_then) + 2 + 1 < 60, (complete, done_then)  # + the reload's own worker

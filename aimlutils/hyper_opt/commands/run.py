@@ -32,6 +32,7 @@ from aimlutils.hyper_opt.launchers import (
     default_workers,
     gpu_groups,
     job_ids,
+    save_run_configs,
     study_queue,
     visible_gpus,
 )
@@ -232,6 +233,8 @@ def execute(
     """Start the plan's workers: submit their jobs, or run them here and wait."""
     paths: dict[str, Path | str] = {"results": cfg.csv_path, "storage": str(cfg.storage)}
     if the_plan.done_message:
+        if reloaded:  # workers still running (a lowered n_trials) take up the saved config
+            save_run_configs(cfg)
         say(console, the_plan.done_message)
         if the_plan.remaining <= 0 or target_trial(study, cfg.optuna.target) is not None:
             progress.print_summary(console, study, cfg.optuna.n_trials, paths, cfg.optuna.target)

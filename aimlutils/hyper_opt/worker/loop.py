@@ -15,8 +15,10 @@ import random
 import time
 import traceback
 import warnings
+from pathlib import Path
 
 import optuna
+import yaml
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import BaseStorage
 from optuna.trial import TrialState
@@ -81,6 +83,7 @@ class Worker:
         self.storage = storage if storage is not None else worker_storage(cfg, index)
         self.study = study_lib.load(cfg, self.storage, n_workers, index)
         self.budget = TrialBudget(self.study, self.storage, cfg.optuna.n_trials, cfg.optuna.target)
+        self.n_trials = FollowedNTrials(cfg.paths.hyper_copy, cfg.optuna.n_trials)
         self.csv = ResultsCsv(cfg.csv_path)
         self.poll_s = poll_s
         self.max_trials = max_trials
@@ -142,6 +145,7 @@ class Worker:
         return ran
 
     def _should_stop(self, ran: int) -> bool:
+        self.budget.n_trials = self.n_trials.current()
         self.out_of_time = self.out_of_time or self._out_of_time()
         self.study_stop = self.study_stop or self.life.stopped()
         stop = StopSignal.stopping() or self.out_of_time or self.study_stop is not None
@@ -220,6 +224,48 @@ class Worker:
                 warnings.simplefilter("ignore", ExperimentalWarning)
                 optuna.storages.fail_stale_trials(self.study)
         sweep_dead_trials(self.life, self.liveness)
+
+
+class FollowedNTrials:
+    """``optuna.n_trials`` as the study's saved config says now: ``optimize.py --reload
+    optuna.n_trials=K`` rewrites it, and every running worker takes it up at its next claim, as
+    pending and requeued jobs do when they start. One ``stat`` per claim; read when it changed.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "hyper.yml"
+        >>> followed = FollowedNTrials(path, 20)
+        >>> followed.current()  # no saved config (the Python API): as started
+        20
+        >>> _ = path.write_text("optuna: {n_trials: 12}")
+        >>> followed.current()
+        12
+    """
+
+    def __init__(self, hyper_copy: Path, n_trials: int) -> None:
+        self.path = hyper_copy
+        self.n_trials = n_trials
+        self._stamp: int | None = None
+
+    def current(self) -> int:
+        try:
+            stamp = os.stat(self.path).st_mtime_ns
+        except OSError:
+            return self.n_trials
+        if stamp != self._stamp:
+            self._stamp = stamp
+            try:
+                value = yaml.safe_load(self.path.read_text(encoding="utf-8"))["optuna"]["n_trials"]
+            except (OSError, ValueError, KeyError, TypeError) as err:  # half written: next time
+                logger.debug("could not read n_trials from %s: %s", self.path, err)
+                self._stamp = None
+                return self.n_trials
+            if isinstance(value, int) and value >= 1 and value != self.n_trials:
+                logger.warning(
+                    "optuna.n_trials is now %d (was %d): %s changed", value, self.n_trials, self.path
+                )
+                self.n_trials = value
+        return self.n_trials
 
 
 def log_location(cfg: RunConfig) -> str | None:
