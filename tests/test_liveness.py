@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -163,3 +164,32 @@ def test_cancel_waits_for_the_trials_of_a_cancelled_arrays_tasks():
     slurm = Slurm()
     assert _owned_by({"job_id": "12_3"}, ["12"], slurm) and _owned_by({"job_id": "40"}, ["12", "40"], slurm)
     assert not _owned_by({"job_id": "13_0"}, ["12"], slurm) and not _owned_by(None, ["12"], slurm)
+
+
+def test_no_clock_of_another_host_stops_turns_or_queue_questions(tmp_path):
+    """A host whose clock is an hour ahead wrote the sweep turn and the shared queue answer."""
+    from aimlutils.hyper_opt.coordination import StudyTurn
+
+    ahead = time.time() + 3600
+    (tmp_path / ".sweep.turn").write_text(repr(ahead))
+    turn = StudyTurn(tmp_path / ".sweep.turn")
+    assert not turn.take(0.2)  # a turn someone took: wait an interval by this host's clock
+    deadline = time.monotonic() + 30
+    while not turn.take(0.2):  # then it is ours, an hour before that host's clock says so
+        assert time.monotonic() < deadline, "the turn never came"
+        time.sleep(0.05)
+
+    asked: list[int] = []
+
+    def queue() -> dict[str, str]:
+        asked.append(1)
+        return {"7_1": "RUNNING"}
+
+    cache = tmp_path / ".queue.json"
+    cache.write_text(json.dumps({"at": ahead, "states": {}}))  # "fresh" for an hour by its clock
+    live = Liveness(queue, min_interval_s=0.2, cache=cache)
+    deadline = time.monotonic() + 30
+    while not asked:
+        live.is_gone({"host": "node9", "pid": 1, "job_id": "7_1"})
+        assert time.monotonic() < deadline, "the queue was never asked again"
+        time.sleep(0.05)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import os
@@ -25,6 +26,8 @@ QueueQuery = Callable[[], dict[str, str]]
 StudyJobs = Callable[[], Sequence[str]]
 #: Whether a job id is among the queue's (a scheduler's own id format decides).
 JobAlive = Callable[[str | None, dict[str, str]], bool]
+#: How old, by the storage's clock, an unowned trial must be for one look to call it orphaned.
+_STORAGE_CLOCK_MARGIN_S = 86400.0
 #: Queue states of a job none of whose processes runs: SLURM's after a requeue (node failure,
 #: preemption, ``scontrol requeue``), PBS's queued, held and waiting.
 WAITING = frozenset({"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "Q", "H", "W"})
@@ -78,13 +81,33 @@ class Liveness:
         self.me = me or {}
         self.host = socket.gethostname()
         self._states: dict[str, str] | None = None
+        #: When the answer in ``_states`` was given: this host's clock for its own question, the
+        #: file system's (the cache's mtime) for a shared one, as the owner files' times are.
         self._asked = -float("inf")
+        #: When this process last asked or looked at the cache, by its own clock: intervals are
+        #: never measured against another host's clock (one an hour ahead would stop them).
+        self._looked = -float("inf")
+        self._cache_stamp: object = None
+        self._cache_seen = -float("inf")
+        self._unowned: dict[int, float] = {}  # trial number: when first seen without an owner
+
+    def unowned_for(self, number: int, seconds: float, started: datetime.datetime | None = None) -> bool:
+        """Whether trial ``number`` has had no owner file for ``seconds``: by this process's clock
+        since it first saw it so, or by a day of the storage's (the clock of whichever host created
+        the trial, which may be off by hours, so only a margin that wide is trusted)."""
+        now = time.monotonic()
+        first = self._unowned.setdefault(number, now)
+        if now - first >= seconds:
+            return True
+        age = (datetime.datetime.now() - started).total_seconds() if started else 0.0
+        return age >= max(seconds, _STORAGE_CLOCK_MARGIN_S)
 
     def _queue_states(self) -> dict[str, str] | None:
         if self.queue is None:
             return None
-        if time.time() - self._asked < self.min_interval_s:
+        if time.monotonic() - self._looked < self.min_interval_s:
             return self._states
+        self._looked = time.monotonic()
         if self.cache is None:
             self._states, self._asked = self._ask(), time.time()
             return self._states
@@ -110,18 +133,26 @@ class Liveness:
                     data = json.loads(fh.read() or "{}")
                 except ValueError:
                     data = {}
-                if time.time() - data.get("at", 0) >= self.min_interval_s and self.queue is not None:
-                    data = {"at": time.time(), "states": self._ask()}
+                now = time.monotonic()
+                if data.get("at") != self._cache_stamp:  # an answer this process had not seen
+                    self._cache_stamp, self._cache_seen = data.get("at"), now
+                if data.get("at") is None or now - self._cache_seen >= self.min_interval_s:
+                    # The same answer for an interval by this host's clock: ask anew.
+                    data = {"at": f"{self.host} {os.getpid()} {time.time()}", "states": self._ask()}
                     fh.seek(0)
                     fh.truncate()
                     fh.write(json.dumps(data))
-            self._states, self._asked = data.get("states"), data.get("at", time.time())
+                    fh.flush()
+                    self._cache_stamp, self._cache_seen = data["at"], now
+                written = os.fstat(fh.fileno()).st_mtime
+            self._states, self._asked = data.get("states"), written
         finally:
             lock.release()
         return self._states
 
     def is_gone(self, owner: dict[str, Any] | None, since: float | None = None) -> bool:
-        """Whether ``owner``'s process has ended; ``since`` is when its trial started (Unix time)."""
+        """Whether ``owner``'s process has ended; ``since`` is when its owner file was written (the
+        file system's clock, :meth:`~.owners.RunningTrials.written_at`)."""
         if not owner:
             return False
         if self._earlier_run_of_my_job(owner):

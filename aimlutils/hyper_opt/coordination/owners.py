@@ -60,6 +60,14 @@ class RunningTrials:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._path(number))
 
+    def written_at(self, number: int) -> float | None:
+        """When the trial's owner file was written, by the file system's clock (the one clock
+        every host of a study shares), or ``None`` without one."""
+        try:
+            return os.stat(self._path(number)).st_mtime
+        except OSError:
+            return None
+
     def owner(self, number: int) -> dict[str, Any] | None:
         try:
             with open(self._path(number)) as fh:

@@ -7,7 +7,6 @@ RUNNING forever.
 
 from __future__ import annotations
 
-import datetime
 import logging
 from typing import Any
 
@@ -36,11 +35,10 @@ def _why_dead(
     if owner is None:
         # A worker marks its trial within milliseconds of creating it; a trial unmarked for
         # minutes lost its worker in between (a kill -9 at that moment).
-        started = trial.datetime_start or datetime.datetime.now()
-        if (datetime.datetime.now() - started).total_seconds() < ORPHAN_AFTER_S:
+        if not liveness.unowned_for(trial.number, ORPHAN_AFTER_S, trial.datetime_start):
             return None
         return {}, f"no worker took the trial up within {ORPHAN_AFTER_S:.0f} s of its creation"
-    if not liveness.is_gone(owner, trial.datetime_start.timestamp() if trial.datetime_start else None):
+    if not liveness.is_gone(owner, owners.written_at(trial.number)):
         return None
     where = f"job {owner.get('job_id')}, " if owner.get("job_id") else ""
     return (
