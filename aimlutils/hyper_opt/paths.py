@@ -70,6 +70,11 @@ class StudyPaths:
         return self.root / ".sweep.turn"
 
     @property
+    def study_record(self) -> Path:
+        """Which study this save_path holds: one study per save_path."""
+        return self.root / "study.json"
+
+    @property
     def stopped(self) -> Path:
         """Why the study stopped before ``n_trials`` (too many failures), while it is stopped."""
         return self.root / "stopped.json"

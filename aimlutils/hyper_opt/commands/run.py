@@ -41,6 +41,7 @@ from aimlutils.hyper_opt.report import progress
 from aimlutils.hyper_opt.schedulers import SubmitError
 from aimlutils.hyper_opt.search_space import grid
 from aimlutils.hyper_opt.storage import capacity, connections_held, open_for_command, study_exists
+from aimlutils.hyper_opt.storage.locks import lock_problem
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,6 +163,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     check_writable(cfg.save_path, "optuna.save_path")
     storage = open_for_command(cfg.storage, cfg.optuna.storage_wait_s)
     cfg.save_path.mkdir(parents=True, exist_ok=True)
+    if problem := lock_problem(cfg.save_path):
+        raise ConfigError([Problem("optuna.save_path", problem)])
     configure_logging(cfg.log_file, prefix="optimize", console_level=logging.WARNING)  # progress shows
     if args.export_csv:
         return export_csv(cfg, storage, console)
@@ -177,6 +180,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         say(console, problem)
         return CONFIG_ERROR_EXIT_CODE
     try:
+        study_lib.claim_save_path(cfg)
         study, reloaded = study_lib.create_or_load(cfg, storage, wanted)
     except study_lib.StudyExistsError as err:
         say(console, str(err))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 
 import optuna
 from optuna.storages import BaseStorage
@@ -11,6 +13,7 @@ from aimlutils.hyper_opt.config import RunConfig
 from aimlutils.hyper_opt.errors import HyperOptError
 from aimlutils.hyper_opt.search_space import grid, samplers
 from aimlutils.hyper_opt.storage import study_exists
+from aimlutils.hyper_opt.storage.locks import FileLock
 
 #: Study user attribute: the ``optuna.metric`` names, for reports.
 METRICS_ATTR = "metrics"
@@ -32,29 +35,44 @@ def create_or_load(cfg: RunConfig, storage: BaseStorage, n_workers: int) -> tupl
     An existing study with trials needs ``reload: 1``; one with no trials (made beforehand with
     ``optuna create-study``, say) is simply used.
     """
+    # Under the claim lock: two optimize.py of one study at once (a user, a cron job) see each
+    # other, so one creates it and the other loads it, and grid points are queued once.
+    cfg.save_path.mkdir(parents=True, exist_ok=True)
+    with FileLock(cfg.paths.claim_lock):
+        return _create_or_load(cfg, storage, n_workers)
+
+
+def _create_or_load(cfg: RunConfig, storage: BaseStorage, n_workers: int) -> tuple[optuna.Study, bool]:
     name = cfg.study_name
-    if study_exists(storage, name):
-        study = load(cfg, storage, n_workers)
-        if _directions(study) != list(cfg.directions):
-            raise StudyExistsError(
-                f"study {name!r} in {cfg.storage} optimizes {_directions(study)}, but "
-                f"optuna.direction is {list(cfg.directions)}; fix optuna.direction or use another optuna.name"
-            )
-        n_existing = len(study.get_trials(deepcopy=False))
-        if n_existing and not cfg.optuna.reload:
-            raise StudyExistsError(
-                f"study {name!r} already exists in {cfg.storage} with {n_existing} trials; set "
-                "optuna.reload: 1 to continue it, or choose another optuna.name to start afresh"
-            )
-        _enqueue(study, cfg)
-        if n_existing and cfg.paths.stopped.exists():
-            # Run again after the failure budget stopped it: the user says the objective is fixed
-            # (if not, the next failure stops it again, its streak unbroken).
-            logger.warning("study %r had stopped (%s); running it again", name, cfg.paths.stopped)
-            cfg.paths.stopped.unlink(missing_ok=True)
-        return study, bool(n_existing)
+    if not study_exists(storage, name):
+        try:
+            return _create(cfg, storage, n_workers), False
+        except optuna.exceptions.DuplicatedStudyError:
+            pass  # made meanwhile by a process outside this save_path (optuna create-study)
+    study = load(cfg, storage, n_workers)
+    if _directions(study) != list(cfg.directions):
+        raise StudyExistsError(
+            f"study {name!r} in {cfg.storage} optimizes {_directions(study)}, but "
+            f"optuna.direction is {list(cfg.directions)}; fix optuna.direction or use another optuna.name"
+        )
+    n_existing = len(study.get_trials(deepcopy=False))
+    if n_existing and not cfg.optuna.reload:
+        raise StudyExistsError(
+            f"study {name!r} already exists in {cfg.storage} with {n_existing} trials; set "
+            "optuna.reload: 1 to continue it, or choose another optuna.name to start afresh"
+        )
+    _enqueue(study, cfg)
+    if n_existing and cfg.paths.stopped.exists():
+        # Run again after the failure budget stopped it: the user says the objective is fixed
+        # (if not, the next failure stops it again, its streak unbroken).
+        logger.warning("study %r had stopped (%s); running it again", name, cfg.paths.stopped)
+        cfg.paths.stopped.unlink(missing_ok=True)
+    return study, bool(n_existing)
+
+
+def _create(cfg: RunConfig, storage: BaseStorage, n_workers: int) -> optuna.Study:
     study = optuna.create_study(
-        study_name=name,
+        study_name=cfg.study_name,
         storage=storage,
         directions=[optuna.study.StudyDirection[d.upper()] for d in cfg.directions],
         sampler=_sampler(cfg, n_workers, 0),
@@ -62,7 +80,7 @@ def create_or_load(cfg: RunConfig, storage: BaseStorage, n_workers: int) -> tupl
     )
     study.set_user_attr(METRICS_ATTR, list(cfg.metrics))
     _enqueue(study, cfg)
-    return study, False
+    return study
 
 
 def load(cfg: RunConfig, storage: BaseStorage, n_workers: int, worker_index: int = 0) -> optuna.Study:
@@ -96,3 +114,31 @@ def _enqueue(study: optuna.Study, cfg: RunConfig) -> None:
     if grid.is_grid(cfg.optuna.sampler):
         # Workers pop queued trials one at a time, so no grid point runs twice.
         grid.enqueue_combinations(study, grid.with_grid(cfg.optuna.sampler or {}, cfg.space))
+
+
+def claim_save_path(cfg: RunConfig) -> None:
+    """Make ``save_path`` this study's, or refuse when it is another's: two studies in one folder
+    would share configs, owner files and checkpoint folders.
+
+    Raises:
+        StudyExistsError: naming the study that has it.
+    """
+    record = cfg.paths.study_record
+    mine = {"study": cfg.study_name, "storage": str(cfg.storage)}
+    try:
+        theirs = json.loads(record.read_text())
+    except FileNotFoundError:
+        theirs = None
+    except (OSError, ValueError):
+        theirs = None  # unreadable: taken afresh below
+    if isinstance(theirs, dict) and theirs.get("study") != mine["study"]:
+        raise StudyExistsError(
+            f"optuna.save_path: {cfg.save_path} holds study {theirs.get('study')!r} "
+            f"({theirs.get('storage')}); a save_path holds one study. Choose another optuna.save_path, "
+            f"or optuna.name: {theirs.get('study')} to continue that one"
+        )
+    if theirs != mine:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        tmp = record.with_name(f".{record.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(mine))
+        tmp.replace(record)

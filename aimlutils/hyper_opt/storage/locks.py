@@ -143,3 +143,69 @@ class FileLock:
         finally:
             fh.flush()
             fh.detach()
+
+
+#: NFS mount options under which a lock holds on one node only, or nowhere.
+_LOCAL_LOCK_OPTIONS = ("nolock", "local_lock=all", "local_lock=posix")
+
+
+def lock_problem(folder: Path, mounts: str | None = None) -> str | None:
+    """Why POSIX record locks cannot keep the workers of ``folder`` apart, or ``None`` when they can.
+
+    A study's claim lock, CSV and journal file rely on them across nodes. On NFS mounted with
+    ``nolock`` or ``local_lock`` a lock succeeds but holds on its own node only (two workers on two
+    nodes would take the last place of ``n_trials`` together, or write the journal at once); on a
+    file system without them, ``lockf`` fails. ``mounts``: the text of ``/proc/mounts`` (read when
+    not given).
+
+    Example:
+        >>> mounts = "srv:/home /home nfs4 rw,vers=4.2,local_lock=all 0 0\\n"
+        >>> print(lock_problem(Path("/home/me/study"), mounts)[:68])
+        /home/me/study is on NFS (srv:/home) mounted with local_lock=all: it
+    """
+    if mounts is None:
+        try:
+            mounts = Path("/proc/mounts").read_text()
+        except OSError:
+            mounts = ""
+    where = os.path.realpath(folder)
+    best: list[str] = []
+    for line in mounts.splitlines():
+        fields = line.split()
+        under = len(fields) >= 4 and (where == fields[1] or where.startswith(fields[1].rstrip("/") + "/"))
+        if under and (not best or len(fields[1]) > len(best[1])):
+            best = fields
+    if best and best[2].startswith("nfs"):
+        bad = [o for o in best[3].split(",") if o in _LOCAL_LOCK_OPTIONS]
+        if bad:
+            return (
+                f"{folder} is on NFS ({best[0]}) mounted with {bad[0]}: its file locks hold on one node "
+                "only, so workers on several nodes could take one place of n_trials together. Choose a "
+                "save_path on a file system with working locks (ask your admins), or keep the study in "
+                "Redis or a database (optuna.storage) and run on one node"
+            )
+    return _try_lock(folder)
+
+
+def _try_lock(folder: Path) -> str | None:
+    """Take and let go of a lock in ``folder``, as the workers will; why not, when it fails."""
+    probe = Path(folder) / ".lock-probe"
+    try:
+        fd = os.open(probe, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError:
+        return None  # not writable: another check says so
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.lockf(fd, fcntl.LOCK_UN)
+    except OSError as err:
+        if err.errno in (errno.EAGAIN, errno.EACCES):
+            return None  # held by someone: locks work
+        return (
+            f"{folder} does not take file locks ({os.strerror(err.errno or 0)}): choose a save_path on a "
+            "file system with working POSIX locks, or keep the study in Redis or a database (optuna.storage)"
+        )
+    finally:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(probe)
+    return None
