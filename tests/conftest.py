@@ -54,7 +54,7 @@ OBJECTIVE = textwrap.dedent(
             x = conf["optimizer"]["learning_rate"]
             if test.get("fail_on") is not None and trial.number % test["fail_on"] == 0:
                 raise RuntimeError("boom on purpose")
-            if trial.number < test.get("hold_trials", 0):
+            if test.get("hold_from", 0) <= trial.number < test.get("hold_trials", 0):
                 hold(trial, test["hold_dir"], self.worker_identity)
             sleep = test.get("sleep", 0.0)
             retry = test.get("fast_retries") and "retry_of" in trial.user_attrs
@@ -179,17 +179,19 @@ class Held:
     """Trials that wait inside the objective until released: the test's handle on "mid-trial".
 
     With ``test={"hold_trials": N, "hold_dir": str(held.folder)}`` each trial numbered below N
-    writes ``<number>.json`` (its worker's identity: host, pid, job id) once it is inside the
-    objective, then waits until :meth:`release`. A trial found here is running *now*, whatever
-    the machine's load, so a test can kill its worker or cancel its job mid-trial.
+    (and from ``hold_from`` on, 0 unless given) writes ``<number>.json`` (its worker's identity:
+    host, pid, job id) once it is inside the objective, then waits until :meth:`release`. A trial
+    found here is running *now*, whatever the machine's load, so a test can kill its worker or
+    cancel its job mid-trial.
     """
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
 
-    def knobs(self, n: int) -> dict[str, Any]:
-        return {"hold_trials": n, "hold_dir": str(self.folder)}
+    def knobs(self, n: int, first: int = 0) -> dict[str, Any]:
+        """The objective's knobs that hold trials ``first`` to ``n - 1``."""
+        return {"hold_from": first, "hold_trials": n, "hold_dir": str(self.folder)}
 
     def inside(self) -> dict[int, dict[str, Any]]:
         """``{trial number: worker identity}`` of the trials that reached the objective."""
@@ -247,7 +249,8 @@ def study_files(tmp_path: Path) -> Callable[..., tuple[Path, Path]]:
     """Write ``hyper.yml``, ``model.yml`` and ``objective.py``; keyword arguments go to ``optuna``.
 
     ``test=`` sets the objective's knobs (``sleep``, ``steps``, ``fail_on``, ``return_nan``,
-    ``fast_trials``, ``fast_retries``, ``hold_trials`` with ``hold_dir``: see :class:`Held`);
+    ``fast_trials``, ``fast_retries``, ``hold_trials`` with ``hold_dir`` and ``hold_from``: see
+    :class:`Held`);
     ``sections=`` adds top-level sections (``slurm``, ``pbs``).
     """
 

@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -211,22 +210,24 @@ def test_export_csv_rebuilds_the_file_from_the_study(study_files):
     assert sorted(after, key=key) == sorted(before, key=key)
 
 
-def test_ctrl_c_stops_workers_and_leaves_the_study_loadable(study_files):
-    hyper, model = study_files(test={"sleep": 0.5, "steps": 4}, n_trials=40)
+def test_ctrl_c_stops_workers_and_leaves_the_study_loadable(study_files, held):
+    # Trials 0 and 1 finish; from trial 2 on each waits inside the objective, never released:
+    # Ctrl-C comes once both workers are mid-trial, however slowly the machine runs them.
+    hyper, model = study_files(test={"sleep": 0.1, "steps": 4, **held.knobs(40, first=2)}, n_trials=40)
     proc = start_optimize(hyper, model, "--workers", "2")
-    deadline = time.monotonic() + 60
-    cfg = load_config(hyper, model, base_dir=hyper.parent)
-    while time.monotonic() < deadline and not (
-        cfg.csv_path.exists() and len(cfg.csv_path.read_text().splitlines()) > 2
-    ):
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=60)
+    try:
+        assert sorted(held.wait(2)) == [2, 3]
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     assert proc.returncode == 130, out
     assert "set optuna.reload: 1 to continue" in out
     study = load_study(hyper, model)
     counts = states(study)
-    assert "RUNNING" not in counts and counts.get("FAIL", 0) >= 1
+    assert "RUNNING" not in counts and counts.get("COMPLETE", 0) + counts.get("PRUNED", 0) == 2, counts
+    assert sorted(t.number for t in study.trials if t.state == TrialState.FAIL) == [2, 3]
     # The interrupted trials' parameters wait for the next run.
     assert counts.get("WAITING", 0) == counts["FAIL"]
     assert len(csv_rows(hyper, model)) == len(finished(study))
