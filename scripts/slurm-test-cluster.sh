@@ -200,7 +200,10 @@ GresTypes=gpu
 MessageTimeout=10
 SlurmctldTimeout=30
 SlurmdTimeout=15
-KillWait=5
+# SIGTERM to SIGKILL, at a time limit or scancel: Slurm's default. A job stopped at its limit
+# has this long to fail its trials, queue their parameters and requeue itself; on a loaded
+# machine that can take longer than a few seconds.
+KillWait=30
 InactiveLimit=0
 OverTimeLimit=0
 # Finished jobs stay visible in squeue/scontrol for this many seconds.
@@ -538,8 +541,8 @@ cancel_all_jobs() {
     log "cancelling $(wc -w <<<"${jobs}") job(s)"
     # shellcheck disable=SC2086  # one job id per word
     scancel ${jobs} 2>/dev/null || true
-    # KillWait=5: tasks get SIGTERM, then SIGKILL 5 s later.
-    for ((i = 0; i < 30; i++)); do
+    # Tasks get SIGTERM, then SIGKILL KillWait (30 s) later; workers leave well before that.
+    for ((i = 0; i < 70; i++)); do
         [[ -z $(squeue -h -t running,completing,configuring -o '%A' 2>/dev/null) ]] && return 0
         sleep 0.5
     done
