@@ -205,16 +205,17 @@ def check_chains(study_: optuna.Study, log: Path, epochs: int = 8) -> dict[int, 
 def test_jobs_whose_time_is_up_requeue_themselves_until_their_studies_are_done(tmp_path):
     """Three studies at once in jobs with a 1-minute limit, each done with no reload.
 
-    torch: 8 epochs of 15 s; each job gets the warning, its trials save and leave, and it puts
-    itself back in the queue. between: trials of 20 s; a worker starts no trial that would not
-    finish, and its job, leaving before its limit, puts itself back in the queue. cut: a trial of
-    200 s that ignores the warning; killed at the limit, failed and queued again; the job puts
-    itself back in the queue (its SIGTERM came from the limit), and the re-run finishes it.
+    torch: 8 epochs of 10 s; each job gets the warning (15 s before its limit: time for the epoch
+    under way to end), its trials save and leave, and it puts itself back in the queue. between:
+    trials of 20 s; a worker starts no trial that would not finish, and its job, leaving before its
+    limit, puts itself back in the queue. cut: a trial of 200 s that ignores the warning; killed at
+    the limit, failed and queued again; the job puts itself back in the queue (its SIGTERM came
+    from the limit), and the re-run finishes it.
     """
     needs_module("torch")
     one_minute = {"jobs": 1, "batch": {"t": "1"}}
     torch_files = study(
-        tmp_path / "torch", {"epochs": 8, "epoch_s": 15}, {**one_minute, "jobs": 2}, n_trials=2
+        tmp_path / "torch", {"epochs": 8, "epoch_s": 10}, {**one_minute, "jobs": 2}, n_trials=2
     )
     plain = {"objective_text": PLAIN_OBJECTIVE, "n_trials": 2}
     between = study(tmp_path / "between", {"sleep": 10, "steps": 2}, one_minute, **plain)
