@@ -53,12 +53,9 @@ def test_the_heartbeat_thread_and_its_check():
         pass
 
 
-def test_the_journal_lock_base_and_operation_codes():
+def test_the_journal_lock_base():
     methods = {"acquire", "release"}
     assert methods <= set(_optuna.BaseJournalFileLock.__abstractmethods__), _fail("BaseJournalFileLock")
-    assert {"SET_TRIAL_USER_ATTR", "SET_TRIAL_STATE_VALUES"} <= set(_optuna.JournalOperation.__members__), (
-        _fail("journal._storage.JournalOperation")
-    )
 
 
 def test_the_rdb_tables_and_the_attribute_upsert():

@@ -12,7 +12,7 @@ import optuna
 from aimlutils.hyper_opt import schedulers
 from aimlutils.hyper_opt.config import RunConfig
 from aimlutils.hyper_opt.coordination import Liveness
-from aimlutils.hyper_opt.launchers.jobs import job_ids, study_queue
+from aimlutils.hyper_opt.coordination.jobs import job_ids, study_queue
 from aimlutils.hyper_opt.objective.base import BaseObjective
 from aimlutils.hyper_opt.objective.command import CommandObjective
 from aimlutils.hyper_opt.objective.loader import build_objective, import_objective_module
