@@ -34,7 +34,9 @@ def status(args: argparse.Namespace, console: Console) -> int:
     jobs = read_jobs(cfg.paths)
     if scheduler is not None and jobs:
         try:
-            queue = study_queue(scheduler, cfg.paths)()  # the one scheduler call of this command
+            # The one scheduler call of this command, about every job of the study (shown below);
+            # only the asker's own jobs are judged by their absence (recover_study's study_jobs).
+            queue = scheduler.queue([job.job_id for job in jobs])
         except SubmitError as err:
             say(console, f"Could not read the queue, so no trial was judged by it: {err}")
     answer = queue
