@@ -80,15 +80,10 @@ class TrialLife:
         max_failures: int | None = None,
         log: str | None = None,
     ) -> None:
-        self.study = study
-        self.paths = paths
-        self.max_failures = max_failures
-        self.log = log
-        self.storage = storage
-        self.csv = csv
+        self.study, self.storage, self.paths, self.csv = study, storage, paths, csv
         self.identity = identity or {}
-        self.max_retries = max_retries
-        self.lock_finish = lock_finish
+        self.max_retries, self.max_failures, self.lock_finish = max_retries, max_failures, lock_finish
+        self.log = log
         self.claim_lock = FileLock(paths.claim_lock)
         self.owners = RunningTrials.of(paths)
         self.writes = storage.writes if isinstance(storage, ResilientStorage) else TrialWrites()

@@ -73,11 +73,8 @@ class Liveness:
         me: dict[str, Any] | None = None,
         study_jobs: StudyJobs | None = None,
     ) -> None:
-        self.queue = queue
-        self.study_jobs = study_jobs
-        self.job_alive = job_alive
-        self.min_interval_s = min_interval_s
-        self.cache = cache
+        self.queue, self.study_jobs, self.job_alive = queue, study_jobs, job_alive
+        self.min_interval_s, self.cache = min_interval_s, cache
         self.me = me or {}
         self.host = socket.gethostname()
         self._states: dict[str, str] | None = None

@@ -156,9 +156,7 @@ class ResilientStorage(BaseStorage, BaseHeartbeat):
         reconnect: Callable[[], BaseStorage] | None = None,
         writes: TrialWrites | None = None,
     ) -> None:
-        self.backend = backend
-        self.limit_s = limit_s
-        self.where = where
+        self.backend, self.limit_s, self.where = backend, limit_s, where
         self.reconnect = reconnect
         self.writes = writes or TrialWrites()
 
