@@ -55,6 +55,11 @@ class StudyPaths:
         return self.root / ".claim.lock"
 
     @property
+    def setup_lock(self) -> Path:
+        """Held by ``optimize.py`` while it creates or loads the study and queues its grid."""
+        return self.root / ".setup.lock"
+
+    @property
     def queue_cache(self) -> Path:
         """The scheduler's queue as last read by any worker, shared so it is read once a minute."""
         return self.root / ".queue.json"

@@ -35,10 +35,12 @@ def create_or_load(cfg: RunConfig, storage: BaseStorage, n_workers: int) -> tupl
     An existing study with trials needs ``reload: 1``; one with no trials (made beforehand with
     ``optuna create-study``, say) is simply used.
     """
-    # Under the claim lock: two optimize.py of one study at once (a user, a cron job) see each
-    # other, so one creates it and the other loads it, and grid points are queued once.
+    # Under a lock of its own: two optimize.py of one study at once (a user, a cron job) see each
+    # other, so one creates it and the other loads it, and grid points are queued once. Not the
+    # claim lock, which a worker holds while it waits out an outage (a storage proxy that died,
+    # which this very run may be about to start again).
     cfg.save_path.mkdir(parents=True, exist_ok=True)
-    with FileLock(cfg.paths.claim_lock):
+    with FileLock(cfg.paths.setup_lock):
         return _create_or_load(cfg, storage, n_workers)
 
 
