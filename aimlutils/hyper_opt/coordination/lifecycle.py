@@ -84,6 +84,8 @@ class TrialLife:
         self.identity = identity or {}
         self.max_retries, self.max_failures, self.lock_finish = max_retries, max_failures, lock_finish
         self.log = log
+        #: Why the study stopped (its failure budget spent), once this process knows.
+        self.stop: StudyStop | None = None
         self.claim_lock = FileLock(paths.claim_lock)
         self.owners = RunningTrials.of(paths)
         self.writes = storage.writes if isinstance(storage, ResilientStorage) else TrialWrites()
@@ -149,17 +151,19 @@ class TrialLife:
         blame = BY_OBJECTIVE if by_objective else None
         fields = make_record(worker=self.identity, fail_reason=reason, failed_by=blame, **record)
         told = self.finish(trial, state=TrialState.FAIL, record=fields)
-        if by_objective:
-            stop = verdict(self.study, self.max_failures, self.log)
-            if stop is not None and not self.paths.stopped.exists():
-                stop.write(self.paths.stopped)
-                logger.error("%s", stop.message())
+        if by_objective and self.stop is None:
+            self.stop = verdict(self.study, self.max_failures, self.log)
+            if self.stop is not None and not self.paths.stopped.exists():
+                self.stop.write(self.paths.stopped)
+                logger.error("%s", self.stop.message())
         return told
 
     def stopped(self) -> StudyStop | None:
-        """Why the study stopped before ``n_trials``, or ``None`` while it goes on (a file's
-        existence is asked before each claim; it is read only once there)."""
-        return StudyStop.read(self.paths.stopped) if self.paths.stopped.exists() else None
+        """Why the study stopped before ``n_trials``, or ``None`` while it goes on: as this
+        process found it, or as another wrote it (a file's existence asked; read once there)."""
+        if self.stop is None and self.paths.stopped.exists():
+            self.stop = StudyStop.read(self.paths.stopped)
+        return self.stop
 
     def give_back(self, trial: optuna.Trial, reason: str, **record: Any) -> FrozenTrial | None:
         """Fail an interrupted trial and queue its parameters again: the trial that runs them

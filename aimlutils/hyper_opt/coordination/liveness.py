@@ -87,6 +87,8 @@ class Liveness:
         self._cache_stamp: object = None
         self._cache_seen = -float("inf")
         self._unowned: dict[int, float] = {}  # trial number: when first seen without an owner
+        self._ours: set[str] | None = None  # the numbers of study_jobs, read at _ours_read
+        self._ours_read = -float("inf")
 
     def unowned_for(self, number: int, seconds: float, started: datetime.datetime | None = None) -> bool:
         """Whether trial ``number`` has had no owner file for ``seconds``: by this process's clock
@@ -172,9 +174,12 @@ class Liveness:
         """Whether the queue's answer can say that ``job`` ended (see ``study_jobs``)."""
         if self.study_jobs is None:
             return True
-        # By the job's number: an array's tasks ("123_4" in Slurm, "123[4].server" in PBS) are
-        # recorded as the array ("123", "123[].server").
-        return _number(job) in {_number(ours) for ours in self.study_jobs()}
+        # Read once per interval, as the queue is (a sweep judges every running trial).
+        if self._ours is None or time.monotonic() - self._ours_read >= self.min_interval_s:
+            # By the job's number: an array's tasks ("123_4" in Slurm, "123[4].server" in PBS)
+            # are recorded as the array ("123", "123[].server").
+            self._ours, self._ours_read = {_number(ours) for ours in self.study_jobs()}, time.monotonic()
+        return _number(job) in self._ours
 
     def _earlier_run_of_my_job(self, owner: dict[str, Any]) -> bool:
         """A trial of this worker's own job, started before the job was requeued and restarted:

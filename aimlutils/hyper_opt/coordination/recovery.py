@@ -77,6 +77,10 @@ def recover_study(
 ) -> list[int]:
     """One sweep from outside the workers (start, reload, status, cancel): the queue is asked now
     (about ``study_jobs``), and each failed trial gets its row in ``trial_results.csv``."""
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    if not running:  # nothing to judge, and no CSV made by a look at a study
+        return []
     liveness = Liveness(queue, min_interval_s=0, job_alive=job_alive, study_jobs=study_jobs)
     with ResultsCsv(paths.results_csv) as csv:
-        return sweep_dead_trials(TrialLife(study, storage, paths, csv, max_retries=max_retries), liveness)
+        life = TrialLife(study, storage, paths, csv, max_retries=max_retries)
+        return fail_dead_trials(life, running, liveness)

@@ -28,7 +28,6 @@ from aimlutils.hyper_opt.config import RunConfig
 from aimlutils.hyper_opt.coordination import (
     ResultsCsv,
     Room,
-    StudyStop,
     StudyTurn,
     TrialBudget,
     TrialLife,
@@ -108,8 +107,6 @@ class Worker:
         self.progressed = False
         #: Whether it stopped because a trial would not finish before its job's end.
         self.out_of_time = False
-        #: Why the study stopped before ``n_trials`` (its failure budget spent), when it did.
-        self.study_stop: StudyStop | None = None
         #: Tracebacks of failed trials logged so far, with the trial that first had each and a count.
         self._tracebacks: dict[str, list[int]] = {}
         self.objective = build_worker_objective(
@@ -145,10 +142,13 @@ class Worker:
         return ran
 
     def _should_stop(self, ran: int) -> bool:
+        # Two stats of files in save_path: a changed n_trials counts from the next claim on, and
+        # a stop another worker wrote stops this one too.
         self.budget.n_trials = self.n_trials.current()
+        self.life.stopped()
         self.out_of_time = self.out_of_time or self._out_of_time()
-        self.study_stop = self.study_stop or self.life.stopped()
-        stop = StopSignal.stopping() or self.out_of_time or self.study_stop is not None
+        # life.stop is set at once when this worker's own failure spent the failure budget.
+        stop = StopSignal.stopping() or self.out_of_time or self.life.stop is not None
         return stop or (self.max_trials is not None and ran >= self.max_trials)
 
     def _run_trial(self, trial: optuna.Trial) -> None:

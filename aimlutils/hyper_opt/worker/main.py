@@ -84,8 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if StopSignal.stopping():
         logger.warning("stopped by a signal between trials; ran %d", ran)
         return ExitCode.INTERRUPTED if StopSignal.signum == signal.SIGINT else left_code(worker)
-    if worker.study_stop is not None:
-        logger.error("stopping, ran %d: %s", ran, worker.study_stop.message())
+    if worker.life.stop is not None:
+        logger.error("stopping, ran %d: %s", ran, worker.life.stop.message())
         return ExitCode.STUDY_STOPPED  # a job does not run again for a study that cannot succeed
     if worker.out_of_time:
         return left_code(worker)
