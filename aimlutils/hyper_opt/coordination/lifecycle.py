@@ -131,10 +131,7 @@ class TrialLife:
         with self.claim_lock if self.lock_finish else contextlib.nullcontext():
             told = self._tell(trial, values, state, record)
         if told is None:
-            listed = (
-                None if values is None else [values] if isinstance(values, (int, float)) else list(values)
-            )
-            self._ended_elsewhere(trial, state or TrialState.COMPLETE, listed, record)
+            self._ended_elsewhere(trial, state or TrialState.COMPLETE, _as_list(values), record)
             return None
         told.user_attrs[RECORD_ATTR] = record
         self._close(told)
