@@ -17,10 +17,10 @@ from optuna.trial import TrialState
 from aimlutils.hyper_opt.api import open_study, read_config
 from aimlutils.hyper_opt.base_objective import BaseObjective
 from aimlutils.hyper_opt.config import ConfigError
-from aimlutils.hyper_opt.storage import Opened, StorageKind, kinds, parse_storage, register
+from aimlutils.hyper_opt.storage import Opened, StorageKind, kinds, open_for_command, parse_storage, register
 from aimlutils.hyper_opt.storage.resilient import is_outage
 from aimlutils.hyper_opt.worker import Worker
-from tests.conftest import MODEL, hyper_config
+from tests.conftest import MODEL, hyper_config, needs_module
 
 
 @register
@@ -126,3 +126,26 @@ def test_only_database_servers_hold_connections_and_only_they_take_the_proxy():
     fronted = {k.name for k in kinds() if k.proxy_can_front}
     assert holding == fronted == {"postgresql", "mysql"}
     assert {k.name for k in kinds()} >= {"journal", "sqlite", "postgresql", "mysql", "redis"}
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis://:hunter2secret@127.0.0.1:1/0", "postgresql://postgres@127.0.0.1:1/test?password=hunter2secret"],
+)
+def test_an_unreachable_storage_is_named_with_its_password_masked(tmp_path, url):
+    needs_module("redis" if url.startswith("redis") else "psycopg")
+    spec = parse_storage(url, None, tmp_path, tmp_path)
+    with pytest.raises(ConfigError) as err:
+        open_for_command(spec, wait_s=1, open_wait_s=1)  # port 1: nothing listens
+    text = str(err.value)
+    assert "optuna.storage" in text and "does not answer" in text, text
+    assert "hunter2secret" not in text and "***" in text, text
+
+
+def test_a_refused_storage_url_is_shown_with_its_password_masked(tmp_path):
+    hyper = hyper_config(tmp_path / "results", tmp_path / "unused.py")
+    del hyper["optuna"]["objective"]
+    hyper["optuna"]["storage"] = "mongodb://admin:hunter2secret@db.example/study"
+    with pytest.raises(ConfigError) as err:
+        read_config(hyper, dict(MODEL), objective=_Quick)
+    assert "hunter2secret" not in str(err.value) and "mongodb://admin:***@" in str(err.value)

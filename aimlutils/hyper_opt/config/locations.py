@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from aimlutils.hyper_opt import schedulers
 from aimlutils.hyper_opt.config.schema import HyperConfigSchema, OptunaSection
 from aimlutils.hyper_opt.errors import Problem, format_value
-from aimlutils.hyper_opt.storage import StorageSpec, kinds, missing_driver, parse_storage, titles
+from aimlutils.hyper_opt.storage import StorageSpec, kinds, missing_driver, parse_storage, redact, titles
 
 
 def save_path_of(
@@ -93,7 +93,9 @@ def storage_of(
     try:
         spec = parse_storage(storage, kind, save_path, base_dir)
     except ValueError as err:
-        return None, [Problem("optuna.storage", f"got {format_value(storage)}; {err}")]
+        return None, [
+            Problem("optuna.storage", f"got {format_value(redact(storage) if storage else storage)}; {err}")
+        ]
     driver = missing_driver(spec)
     return spec, ([Problem("optuna.storage", driver)] if driver else [])
 

@@ -179,14 +179,36 @@ def allowed_forms() -> str:
     return ", ".join(forms)
 
 
-def redact(url: str) -> str:
-    """Hide the password of a database URL in messages and logs.
+#: A URL's password: after ``user:`` (the user may be empty, as in ``redis://:pw@host``), or as
+#: a ``password=`` query parameter (``postgresql://u@h/db?password=pw``).
+_URL_PASSWORD = re.compile(r"(//[^:/@\s]*:)[^@/\s]*@|([?&]password=)[^&\s]*", re.IGNORECASE)
+
+
+def redact(text: str, url: str | None = None) -> str:
+    """Hide the passwords of URLs in ``text`` (a URL, or a driver's message that quotes one), and
+    the password of ``url`` wherever ``text`` has it, for messages and logs.
 
     Example:
-        >>> redact("postgresql://u:secret@host/db")
-        'postgresql://u:***@host/db'
+        >>> redact("postgresql://u:secret@host/db"), redact("redis://:pw@host:6379/0")
+        ('postgresql://u:***@host/db', 'redis://:***@host:6379/0')
+        >>> redact("postgresql://u@h/db?sslmode=require&password=pw")
+        'postgresql://u@h/db?sslmode=require&password=***'
+        >>> redact("AUTH failed for 'hunter2'", "redis://:hunter2@host")
+        "AUTH failed for '***'"
     """
-    return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1***@", url)
+    masked = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}***@" if m.group(1) else f"{m.group(2)}***", text)
+    for secret in _passwords(url) if url else ():
+        masked = masked.replace(secret, "***")
+    return masked
+
+
+def _passwords(url: str) -> list[str]:
+    """The passwords a URL holds (its user's, a ``password=`` parameter's), at least 3 characters."""
+    found = [
+        m.group(0) for m in re.finditer(r"(?<=:)[^:/@\s]*(?=@)", url.split("//", 1)[-1].split("/", 1)[0])
+    ]
+    found += re.findall(r"[?&]password=([^&\s]*)", url, re.IGNORECASE)
+    return [f for f in found if len(f) >= 3]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -142,7 +142,7 @@ def _unreachable(spec: StorageSpec, cause: BaseException, advice: str) -> Config
     text = str(cause).strip()
     first_line = text.splitlines()[0] if text else type(cause).__name__
     return ConfigError(
-        [Problem("optuna.storage", f"{spec} does not answer ({redact(first_line)}); {advice}")]
+        [Problem("optuna.storage", f"{spec} does not answer ({redact(first_line, spec.location)}); {advice}")]
     )
 
 
