@@ -32,10 +32,10 @@ import optuna
 
 from aimlutils.hyper_opt.coordination.records import (
     APPLIED_ATTR,
-    RECORD_ATTR,
     RETRY_OF_ATTR,
     make_record,
     origin_of,
+    write_record,
 )
 from aimlutils.hyper_opt.errors import HyperOptError
 from aimlutils.hyper_opt.paths import StudyPaths
@@ -168,11 +168,11 @@ class BaseObjective:
         """Check what ``train`` returned, record it on the trial, and return the metric value(s)."""
         values = check_results(results, self.metrics)
         stored = {str(k): _jsonable(v) for k, v in results.items()}
-        record = make_record(results=stored, worker=self.worker_identity, repro=self.repro_fields(trial))
+        fields = {"results": stored, "worker": self.worker_identity, "repro": self.repro_fields(trial)}
         if self.held_records is not None:
-            self.held_records[trial.number] = record
+            self.held_records[trial.number] = make_record(**fields)
         else:
-            trial.set_user_attr(RECORD_ATTR, record)
+            write_record(trial, **fields)
         return values[0] if len(values) == 1 else values
 
     def repro_fields(self, trial: optuna.trial.BaseTrial) -> dict[str, Any] | None:
