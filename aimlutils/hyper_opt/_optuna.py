@@ -31,6 +31,8 @@ __all__ = [
     "BaseJournalFileLock",
     "frozen_copy",
     "get_heartbeat_thread",
+    "grpc_proxy_client",
+    "grpc_proxy_server",
     "is_heartbeat_enabled",
     "rdb_tables",
     "set_user_attr_without_commit",
@@ -95,3 +97,47 @@ def set_user_attr_without_commit(storage: Any, session: Any, trial_id: int, key:
     """Optuna's upsert of a trial's user attribute in an open RDB session, left for the caller to
     commit: a record that must replace one already stored rides in the tell's transaction."""
     storage._set_trial_attr_without_commit(session, rdb_tables().user_attr_model, trial_id, key, value)
+
+
+def grpc_proxy_client(host: str, port: int, interceptor: Any) -> optuna.storages.GrpcStorageProxy:
+    """Optuna's gRPC proxy client whose every call goes through ``interceptor`` (a
+    ``grpc.UnaryUnaryClientInterceptor``: the package's adds the study's token).
+
+    ``GrpcStorageProxy`` takes no credentials: it opens an insecure channel in ``_setup`` (again
+    after unpickling) and keeps the channel, its stub and a cache of trials on ``_channel``,
+    ``_stub`` and ``_cache``. This client makes the same three on a channel through the
+    interceptor; everything else (the protocol, the cache) is Optuna's.
+    """
+    import grpc
+    from optuna.storages._grpc.auto_generated import api_pb2_grpc
+    from optuna.storages._grpc.client import GrpcClientCache, create_insecure_channel
+
+    class InterceptedProxy(optuna.storages.GrpcStorageProxy):
+        def _setup(self) -> None:
+            self._channel = grpc.intercept_channel(
+                create_insecure_channel(self._host, self._port), interceptor
+            )
+            self._stub = api_pb2_grpc.StorageServiceStub(self._channel)
+            self._cache = GrpcClientCache(self._stub)
+
+    return InterceptedProxy(host=host, port=port)
+
+
+def grpc_proxy_server(storage: BaseStorage, address: str, interceptor: Any, threads: int = 10) -> Any:
+    """Optuna's gRPC proxy server (not started) on ``address``, every call through ``interceptor``
+    (a ``grpc.ServerInterceptor``: the package's checks the study's token).
+
+    ``run_grpc_proxy_server`` takes no interceptor; this builds the server as it does, from
+    Optuna's servicer and generated registration function, with one. Raises ``RuntimeError`` when
+    ``address`` cannot be bound.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    import grpc
+    from optuna.storages._grpc.auto_generated import api_pb2_grpc
+    from optuna.storages._grpc.servicer import OptunaStorageProxyService
+
+    server = grpc.server(ThreadPoolExecutor(max_workers=threads), interceptors=[interceptor])
+    api_pb2_grpc.add_StorageServiceServicer_to_server(OptunaStorageProxyService(storage), server)
+    server.add_insecure_port(address)
+    return server

@@ -35,6 +35,7 @@ from aimlutils.hyper_opt.coordination import recover_study
 from aimlutils.hyper_opt.coordination import study as study_lib
 from aimlutils.hyper_opt.launchers import LocalLauncher, save_run_configs
 from aimlutils.hyper_opt.objective.base import BaseObjective
+from aimlutils.hyper_opt.paths import keep_private
 from aimlutils.hyper_opt.storage import open_for_command
 
 if TYPE_CHECKING:
@@ -76,7 +77,7 @@ def _plain(data: Mapping[str, Any]) -> dict[str, Any]:
 def open_study(cfg: RunConfig, n_workers: int) -> optuna.Study:
     """Create or reload the study of ``cfg`` (as ``optimize.py`` does before its workers start) and
     fail the trials that lost their workers before."""
-    cfg.save_path.mkdir(parents=True, exist_ok=True)
+    keep_private(cfg.save_path, cfg.optuna.readable_by)
     storage = open_for_command(cfg.storage, cfg.optuna.storage_wait_s)
     study, reloaded = study_lib.create_or_load(cfg, storage, n_workers)
     if reloaded:
@@ -185,5 +186,6 @@ def run_worker(
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, StopSignal.handler)
     cfg = load_config(hyper, model, objective_given=objective is not None)
+    keep_private(cfg.save_path, cfg.optuna.readable_by)
     worker = Worker(cfg, index, n_workers, objective_class=objective, max_trials=max_trials, reraise=reraise)
     return worker.run()

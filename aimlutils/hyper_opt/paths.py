@@ -6,7 +6,12 @@ Every node of a cluster reads and writes these, so ``save_path`` must be on a sh
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
+
+#: ``optuna.readable_by``: the umask of the package's processes and the mode of ``save_path``.
+#: The setgid bit makes what is created inside take the folder's group (``chgrp`` it to a team's).
+SHARING = {"user": (0o077, 0o700), "group": (0o027, 0o2750)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +73,11 @@ class StudyPaths:
     def proxy_address(self) -> Path:
         """Where the study's storage proxy listens, written by the proxy, read by workers."""
         return self.root / "proxy.json"
+
+    @property
+    def proxy_token(self) -> Path:
+        """The secret the study's proxy asks of every call (mode 0600, whatever the sharing)."""
+        return self.root / ".proxy_token"
 
     @property
     def sweep_turn(self) -> Path:
@@ -141,3 +151,27 @@ class StudyPaths:
     def repro_configs(self, host: str, pid: int) -> Path:
         """One worker's applied model configs, a JSON line each."""
         return self.repro / f"configs-{host}-{pid}.jsonl"
+
+
+def private_files(readable_by: str = "user") -> None:
+    """Make what this process creates from now on readable by its user alone (or its group too)."""
+    os.umask(SHARING[readable_by][0])
+
+
+def keep_private(root: Path, readable_by: str = "user") -> None:
+    """Make ``root`` (a study's ``save_path``) and everything this process creates from now on
+    readable by its user alone, or by the user's group too (``readable_by="group"``); never by
+    others. A ``root`` of another owner keeps its mode: its owner chose it.
+
+    Example:
+        >>> import stat, tempfile
+        >>> root = Path(tempfile.mkdtemp()) / "study"
+        >>> keep_private(root)
+        >>> oct(stat.S_IMODE(root.stat().st_mode)), oct(os.umask(0o077))
+        ('0o700', '0o77')
+    """
+    private_files(readable_by)
+    root.mkdir(parents=True, exist_ok=True)
+    mode = SHARING[readable_by][1]
+    if root.stat().st_uid == os.getuid():
+        root.chmod(mode)

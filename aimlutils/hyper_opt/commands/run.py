@@ -37,11 +37,13 @@ from aimlutils.hyper_opt.launchers import (
     visible_gpus,
 )
 from aimlutils.hyper_opt.logs import configure_logging
+from aimlutils.hyper_opt.paths import keep_private, private_files
 from aimlutils.hyper_opt.report import progress
 from aimlutils.hyper_opt.schedulers import SubmitError
 from aimlutils.hyper_opt.search_space import grid
 from aimlutils.hyper_opt.storage import capacity, connections_held, open_for_command, study_exists
 from aimlutils.hyper_opt.storage.locks import lock_problem
+from aimlutils.hyper_opt.storage.secrets import PASSWORD_ENV, SAFER_WAYS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,6 +152,12 @@ def plan(cfg: RunConfig, study: optuna.Study, launcher: BatchLauncher | None, wa
 
 def run(args: argparse.Namespace, console: Console) -> int:
     cfg = prepare(args, console)
+    if cfg.storage.secret is not None:
+        say(
+            console,
+            f"optuna.storage: the password is written in hyper.yml. It is kept out of save_path "
+            f"({cfg.storage}) and handed to the workers in their environment ({PASSWORD_ENV}); {SAFER_WAYS}.",
+        )
     launcher = None if args.local else batch_launcher(cfg)
     if launcher is not None and args.dry_run:
         return dry_run(launcher, console)
@@ -161,8 +169,9 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if launcher is None:
         check_local_gpus(cfg, gpus)
     check_writable(cfg.save_path, "optuna.save_path")
+    private_files(cfg.optuna.readable_by)  # before the journal file is made
     storage = open_for_command(cfg.storage, cfg.optuna.storage_wait_s)
-    cfg.save_path.mkdir(parents=True, exist_ok=True)
+    keep_private(cfg.save_path, cfg.optuna.readable_by)
     if problem := lock_problem(cfg.save_path):
         raise ConfigError([Problem("optuna.save_path", problem)])
     configure_logging(cfg.log_file, prefix="optimize", console_level=logging.WARNING)  # progress shows

@@ -4,6 +4,7 @@ the log file, checked and made absolute, so that workers may start in any direct
 from __future__ import annotations
 
 import ast
+import importlib.util
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,7 +15,15 @@ from pydantic import BaseModel
 from aimlutils.hyper_opt import schedulers
 from aimlutils.hyper_opt.config.schema import HyperConfigSchema, OptunaSection
 from aimlutils.hyper_opt.errors import Problem, format_value
-from aimlutils.hyper_opt.storage import StorageSpec, kinds, missing_driver, parse_storage, redact, titles
+from aimlutils.hyper_opt.storage import (
+    StorageSpec,
+    kinds,
+    missing_driver,
+    parse_storage,
+    redact,
+    secrets,
+    titles,
+)
 
 
 def save_path_of(
@@ -96,14 +105,43 @@ def storage_of(
         return None, [
             Problem("optuna.storage", f"got {format_value(redact(storage) if storage else storage)}; {err}")
         ]
+    written, secret = secrets.written_form(spec.location)
+    spec = StorageSpec(spec.kind, written, secret)
+    try:
+        spec.url()
+    except secrets.MissingVariable as err:
+        return None, [
+            Problem(
+                "optuna.storage",
+                f"{spec} names ${{{err}}}, which is not set in the environment; export {err} before "
+                "optimize.py (its workers and jobs take it from there), or give the password another way: "
+                + secrets.SAFER_WAYS.removeprefix("safer: "),
+            )
+        ]
     driver = missing_driver(spec)
     return spec, ([Problem("optuna.storage", driver)] if driver else [])
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing
+        return False
 
 
 def check_proxy(section: OptunaSection | None, storage: StorageSpec | None) -> list[Problem]:
     if section is None or section.proxy_section is None or storage is None:
         return []
     if storage.storage_kind.proxy_can_front:
+        missing = [m for m in ("grpc", "google.protobuf") if not _installed(m)]
+        if missing:
+            return [
+                Problem(
+                    "optuna.proxy",
+                    f"the storage proxy needs grpcio and protobuf ({', '.join(missing)} not found): "
+                    "pip install 'aimlutils[proxy]', or remove optuna.proxy",
+                )
+            ]
         return []
     fronted = titles([kind for kind in kinds() if kind.proxy_can_front])
     return [

@@ -59,6 +59,8 @@ class OptunaSection(_Section):
     save_path: str | None = None
     storage: str | None = None
     storage_type: Literal["sqlite", "maria", "nfs"] | None = None
+    # Who may read save_path: its owner alone, or also the owner's group (never others).
+    readable_by: Literal["user", "group"] = "user"
     # Checked against Optuna's classes and the search-space rules by the loader.
     sampler: dict[str, Any] | None = None
     pruner: dict[str, Any] | None = None

@@ -61,9 +61,9 @@ def _header(existing: list[str], new_keys: Iterable[str]) -> list[str]:
 class ResultsCsv:
     """``trial_results.csv`` opened once by a worker; every write happens under an exclusive lock.
 
-    The lock (:class:`~aimlutils.hyper_opt.storage.locks.FileLock`) holds across nodes and
-    threads. The file is rewritten in place, never replaced, so a lock always covers the file
-    others see.
+    The lock (:class:`~aimlutils.hyper_opt.storage.locks.FileLock`, on ``trial_results.csv.lock``)
+    holds across nodes and threads. The file is rewritten in place, never replaced, so a lock
+    always covers the file others see.
 
     Example:
         >>> import tempfile
@@ -73,8 +73,8 @@ class ResultsCsv:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._lock = FileLock(path)
-        self._lock._shared()  # create the file now, so a reader finds it from the start
+        self._lock = FileLock(path.with_name(path.name + ".lock"), data=path)
+        self._lock.create()  # the file now, so that a reader finds it from the start
 
     def __enter__(self) -> ResultsCsv:
         return self

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -53,6 +54,10 @@ def save_run_configs(cfg: RunConfig) -> WorkerCommand:
     the queue cannot give one study two different models. Paths in the copy are absolute.
     """
     paths = cfg.paths
+    # A password written inline in hyper.yml is not in the copy (its URL names
+    # ${AIMLUTILS_STORAGE_PASSWORD}): local workers, the proxy and batch jobs take it from the
+    # environment they inherit from this process.
+    os.environ.update(cfg.storage.environment())
     paths.configs.mkdir(parents=True, exist_ok=True)
     for path, data in ((paths.hyper_copy, cfg.hyper), (paths.model_copy, cfg.model)):
         tmp = path.with_suffix(".yml.tmp")

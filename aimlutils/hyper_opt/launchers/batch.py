@@ -89,7 +89,8 @@ class BatchLauncher(Launcher):
         n_jobs = self.jobs_for(n_workers)
         path = self.jobs_dir / f"{self.scheduler.name}-{datetime.datetime.now():%Y%m%d-%H%M%S-%f}.sh"
         text = self.script_text(n_jobs, command)
-        submit = self.scheduler.submissions(path, n_jobs)
+        names = self.cfg.storage.variables()
+        submit = [self.scheduler.passing(c, names) for c in self.scheduler.submissions(path, n_jobs)]
         return JobScript(text, path, [shlex.join(c) for c in submit])
 
     def plan_proxy(self, command: WorkerCommand | None = None) -> JobScript:

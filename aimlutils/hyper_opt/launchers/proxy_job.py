@@ -43,7 +43,8 @@ def proxy_job(
         f"exec {shlex.join(serve)}",
         "",
     ]
-    return JobScript("\n".join(lines), path, [shlex.join(c) for c in own.submissions(path, 1)])
+    submit = [own.passing(c, cfg.storage.variables()) for c in own.submissions(path, 1)]
+    return JobScript("\n".join(lines), path, [shlex.join(c) for c in submit])
 
 
 def live_proxy_job(paths: StudyPaths, scheduler: Scheduler) -> JobRecord | None:

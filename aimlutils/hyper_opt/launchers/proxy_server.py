@@ -15,20 +15,19 @@ import socket
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Sequence
 from types import FrameType
 
 import optuna
-from optuna.exceptions import ExperimentalWarning
 from optuna.trial import TrialState
 
-from aimlutils.hyper_opt import schedulers
+from aimlutils.hyper_opt import _optuna, schedulers
 from aimlutils.hyper_opt.config import ConfigError, RunConfig, load_config
 from aimlutils.hyper_opt.lifeline import watch_parent
 from aimlutils.hyper_opt.logs import configure_logging
+from aimlutils.hyper_opt.paths import keep_private
 from aimlutils.hyper_opt.storage import open_storage
-from aimlutils.hyper_opt.storage.proxy import ProxyAddress, answers
+from aimlutils.hyper_opt.storage.proxy import ProxyAddress, TokenCheck, answers, study_token
 
 # Named, not __name__: run with -m, this module is __main__, outside the package's logger.
 logger = logging.getLogger("aimlutils.hyper_opt.launchers.proxy_server")
@@ -47,15 +46,16 @@ def _free_port(host: str) -> int:
 
 
 def _addresses(cfg: RunConfig, in_job: bool) -> tuple[str, str]:
-    """``(listen on, tell workers)``: loopback for a local run, every interface in a job."""
+    """``(listen on, tell workers)``: loopback for a local run; in a job, the node's own address
+    (the one its host name resolves to), not every interface; ``optuna.proxy.host`` when given."""
     section = cfg.optuna.proxy_section
     wanted = section.host if section is not None else None
     if wanted is not None:
-        loopback = wanted.startswith("127.") or wanted in ("localhost", "::1")
-        return (wanted if loopback else "0.0.0.0", wanted)  # noqa: S104 - other nodes connect
+        return wanted, wanted
     if not in_job:
         return "127.0.0.1", "127.0.0.1"
-    return "0.0.0.0", socket.gethostname()  # noqa: S104 - workers on other nodes connect
+    node = socket.gethostname()
+    return node, node
 
 
 def _study_done(study: optuna.Study, n_trials: int) -> bool:
@@ -66,8 +66,6 @@ def _study_done(study: optuna.Study, n_trials: int) -> bool:
 
 def serve(cfg: RunConfig) -> int:
     """Run the study's proxy until the study is done, a newer proxy replaces it, or a signal."""
-    from optuna.storages import run_grpc_proxy_server
-
     section = cfg.optuna.proxy_section
     if section is None:
         raise ValueError("optuna.proxy is off for this study")
@@ -82,12 +80,14 @@ def serve(cfg: RunConfig) -> int:
         cached=True,  # the workers' reads of the study reach the database as new trials only
     )
 
-    def grpc_server() -> None:
-        with warnings.catch_warnings():  # experimental in Optuna; chosen on purpose here
-            warnings.simplefilter("ignore", ExperimentalWarning)
-            run_grpc_proxy_server(storage=backend, host=listen, port=port)
-
-    server = threading.Thread(target=grpc_server, name="grpc-proxy", daemon=True)
+    check = TokenCheck(study_token(cfg.paths, make=True))
+    try:
+        server = _optuna.grpc_proxy_server(backend, f"{listen}:{port}", check.server_interceptor())
+    except RuntimeError as err:
+        logger.error(
+            "cannot listen on %s:%d (%s): set optuna.proxy.host to this node's address", listen, port, err
+        )
+        return 1
     server.start()
     me = ProxyAddress(
         advertised,
@@ -103,6 +103,14 @@ def serve(cfg: RunConfig) -> int:
     me.write(cfg.paths.proxy_address)
     logger.info("storage proxy for %s listening at %s", cfg.storage, me)
     study = optuna.load_study(study_name=cfg.study_name, storage=backend)
+    code = _until_done(cfg, study, me)
+    if check.refused:
+        logger.warning("refused %d call(s) without the study's token", check.refused)
+    return code
+
+
+def _until_done(cfg: RunConfig, study: optuna.Study, me: ProxyAddress) -> int:
+    """Wait until the study is done, a newer proxy replaces this one, or a signal."""
     done_since: float | None = None
     while not stopped.is_set():
         stopped.wait(DONE_CHECK_S)
@@ -141,6 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(err, file=sys.stderr)
         return err.exit_code
+    keep_private(cfg.save_path, cfg.optuna.readable_by)
     configure_logging(cfg.log_file, prefix="proxy")
     started = time.monotonic()
     code = serve(cfg)

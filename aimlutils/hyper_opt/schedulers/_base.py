@@ -314,6 +314,13 @@ class Scheduler(abc.ABC):
     def submissions(self, script: Path, n_jobs: int) -> list[list[str]]:
         """The submit command(s) for ``n_jobs`` jobs of ``script``."""
 
+    def passing(self, submission: list[str], names: Sequence[str]) -> list[str]:
+        """``submission`` changed so that its job gets the variables ``names`` from this process's
+        environment (a storage password): by name, never by value, so no secret is on a command
+        line or in a job script. The default suits a submit program that hands the job its whole
+        environment, as ``sbatch`` does."""
+        return submission
+
     @abc.abstractmethod
     def parse_job_id(self, stdout: str) -> str:
         """The job id in the submit command's output."""

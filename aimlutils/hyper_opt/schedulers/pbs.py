@@ -115,6 +115,18 @@ class Pbs(Scheduler):
     def submissions(self, script: Path, n_jobs: int) -> list[list[str]]:
         return [["qsub", "-v", f"AIMLUTILS_JOB_INDEX={i}", str(script)] for i in range(n_jobs)]
 
+    def passing(self, submission: list[str], names: Sequence[str]) -> list[str]:
+        """``-v`` with each name: qsub takes a name without ``=value`` from its own environment.
+
+        Example:
+            >>> Pbs.passing(None, ["qsub", "-v", "AIMLUTILS_JOB_INDEX=0", "job.sh"], ["PGPASSWORD"])
+            ['qsub', '-v', 'AIMLUTILS_JOB_INDEX=0,PGPASSWORD', 'job.sh']
+        """
+        if not names:
+            return submission
+        at = submission.index("-v") + 1
+        return [*submission[:at], ",".join([submission[at], *names]), *submission[at + 1 :]]
+
     def parse_job_id(self, stdout: str) -> str:
         return stdout.strip().splitlines()[-1].strip() if stdout.strip() else ""
 

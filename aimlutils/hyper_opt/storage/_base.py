@@ -28,12 +28,15 @@ from __future__ import annotations
 import abc
 import dataclasses
 import importlib.util
+import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, TypeVar
 
 from optuna.storages import BaseStorage
+
+from aimlutils.hyper_opt.storage import secrets
 
 if TYPE_CHECKING:
     from aimlutils.hyper_opt.storage.trial_writes import TrialWrites
@@ -81,6 +84,9 @@ class StorageKind(abc.ABC):
     paths: ClassVar[bool] = False
     #: What a user should know before running several workers on it, or ``None``.
     many_workers_warning: ClassVar[str | None] = None
+    #: The environment variable the kind's own clients read a password from, where its driver
+    #: does not read it itself (libpq reads ``PGPASSWORD``): used when the URL has no password.
+    password_env: ClassVar[str | None] = None
 
     def location(self, scheme: str, rest: str, base_dir: Path) -> str:
         """The location ``open`` takes, from ``scheme://rest`` (relative paths against ``base_dir``).
@@ -181,46 +187,104 @@ def allowed_forms() -> str:
 
 #: A URL's password: after ``user:`` (the user may be empty, as in ``redis://:pw@host``), or as
 #: a ``password=`` query parameter (``postgresql://u@h/db?password=pw``).
-_URL_PASSWORD = re.compile(r"(//[^:/@\s]*:)[^@/\s]*@|([?&]password=)[^&\s]*", re.IGNORECASE)
+_URL_PASSWORD = re.compile(r"(//[^:/@\s]*:)([^@/\s]*)@|([?&]password=)([^&\s]*)", re.IGNORECASE)
+_REFERENCE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
 
 
 def redact(text: str, url: str | None = None) -> str:
     """Hide the passwords of URLs in ``text`` (a URL, or a driver's message that quotes one), and
-    the password of ``url`` wherever ``text`` has it, for messages and logs.
+    the password of ``url`` wherever ``text`` has it, for messages and logs. A ``${NAME}``
+    reference to the environment is no secret and stays.
 
-    Example:
-        >>> redact("postgresql://u:secret@host/db"), redact("redis://:pw@host:6379/0")
-        ('postgresql://u:***@host/db', 'redis://:***@host:6379/0')
-        >>> redact("postgresql://u@h/db?sslmode=require&password=pw")
-        'postgresql://u@h/db?sslmode=require&password=***'
+    Every form a user can write:
+
+        >>> for url in (
+        ...     "redis://:pw@h",
+        ...     "redis://user:pw@h:6379/0",
+        ...     "postgresql://u:pw@h/db",
+        ...     "postgresql://u@h/db?password=pw",
+        ...     "postgresql://u@h/db?sslmode=require&password=pw",
+        ...     "mysql+pymysql://root:pw@h/db",
+        ...     "postgresql://u:${DB_PASSWORD}@h/db",
+        ...     "postgresql://u@h/db",
+        ... ):
+        ...     print(f"{url:<50} {redact(url)}")
+        redis://:pw@h                                      redis://:***@h
+        redis://user:pw@h:6379/0                           redis://user:***@h:6379/0
+        postgresql://u:pw@h/db                             postgresql://u:***@h/db
+        postgresql://u@h/db?password=pw                    postgresql://u@h/db?password=***
+        postgresql://u@h/db?sslmode=require&password=pw    postgresql://u@h/db?sslmode=require&password=***
+        mysql+pymysql://root:pw@h/db                       mysql+pymysql://root:***@h/db
+        postgresql://u:${DB_PASSWORD}@h/db                 postgresql://u:${DB_PASSWORD}@h/db
+        postgresql://u@h/db                                postgresql://u@h/db
+
+    A driver's message that quotes the password without its URL:
+
         >>> redact("AUTH failed for 'hunter2'", "redis://:hunter2@host")
         "AUTH failed for '***'"
     """
-    masked = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}***@" if m.group(1) else f"{m.group(2)}***", text)
+
+    def mask(match: re.Match[str]) -> str:
+        prefix, secret, suffix = (
+            (match.group(1), match.group(2), "@") if match.group(1) else (match.group(3), match.group(4), "")
+        )
+        return f"{prefix}{secret if _REFERENCE.fullmatch(secret) else '***'}{suffix}"
+
+    masked = _URL_PASSWORD.sub(mask, text)
     for secret in _passwords(url) if url else ():
         masked = masked.replace(secret, "***")
     return masked
 
 
 def _passwords(url: str) -> list[str]:
-    """The passwords a URL holds (its user's, a ``password=`` parameter's), at least 3 characters."""
-    found = [
-        m.group(0) for m in re.finditer(r"(?<=:)[^:/@\s]*(?=@)", url.split("//", 1)[-1].split("/", 1)[0])
-    ]
-    found += re.findall(r"[?&]password=([^&\s]*)", url, re.IGNORECASE)
-    return [f for f in found if len(f) >= 3]
+    """The password a URL holds (its user's, or a ``password=`` parameter's), at least 3 characters."""
+    found = secrets.inline_password(url)
+    return [found] if found and len(found) >= 3 else []
 
 
 @dataclasses.dataclass(frozen=True)
 class StorageSpec:
-    """A resolved storage location: its kind's name and what the kind opens."""
+    """A resolved storage location: its kind's name and what the kind opens.
+
+    ``location`` is the form the package writes down: a password in it is a ``${NAME}`` reference
+    to the environment (:mod:`~.secrets`). ``secret`` is a password the user wrote inline, which
+    this process hands to the processes it starts through :meth:`environment`.
+    """
 
     kind: str
     location: str
+    secret: str | None = dataclasses.field(default=None, repr=False, compare=False)
 
     @property
     def storage_kind(self) -> StorageKind:
         return kind_named(self.kind)
+
+    def environment(self) -> dict[str, str]:
+        """What the processes this one starts need in their environment to open the storage."""
+        return {secrets.PASSWORD_ENV: self.secret} if self.secret is not None else {}
+
+    def variables(self, environ: Mapping[str, str] | None = None) -> list[str]:
+        """The environment variables a process needs to open the storage, as far as they are set
+        here: those the URL names, and the kind's password variable when the URL has no password."""
+        environ = {**(os.environ if environ is None else environ), **self.environment()}
+        names = secrets.references(self.location)
+        variable = self.storage_kind.password_env
+        if variable and variable in environ and secrets.password(self.location) is None:
+            names.append(variable)
+        return [name for name in dict.fromkeys(names) if name in environ]
+
+    def url(self, environ: Mapping[str, str] | None = None) -> str:
+        """The location to open, with its ``${NAME}`` references expanded (kept in memory only).
+
+        Raises:
+            secrets.MissingVariable: a variable the URL names is not set.
+        """
+        environ = {**(os.environ if environ is None else environ), **self.environment()}
+        url = secrets.expand(self.location, environ)
+        variable = self.storage_kind.password_env
+        if variable and environ.get(variable) and secrets.password(url) is None:
+            url = secrets.with_password(url, environ[variable])
+        return url
 
     def __str__(self) -> str:
         return redact(self.location)

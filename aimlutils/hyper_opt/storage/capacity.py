@@ -19,7 +19,7 @@ def database_room(spec: StorageSpec, held_here: int = 0) -> DatabaseRoom | None:
     ``held_here``: connections this process holds open already (its own storage's pool), which
     the server counts as in use but which are this process's, not others'.
     """
-    return spec.storage_kind.room(spec.location, held_here)
+    return spec.storage_kind.room(spec.url(), held_here)
 
 
 def connection_problem(

@@ -166,6 +166,8 @@ class Redis(StorageKind):
 
     name, title = "redis", "Redis"
     schemes, driver = ("redis", "rediss"), ("redis", "redis")
+    # What redis-cli reads; redis-py does not.
+    password_env = "REDISCLI_AUTH"  # noqa: S105 - a variable's name
 
     def open(self, location: str, connections: int, name: str) -> Opened:
         return _journal(JournalRedisBackend(location))

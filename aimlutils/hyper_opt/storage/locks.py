@@ -33,17 +33,21 @@ _shared: dict[str, _SharedFile] = {}
 class _SharedFile:
     """This process's one descriptor of a lock file, and the lock its threads take first."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, lock: bool = True) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        # A lock file is its owner's alone, whatever optuna.readable_by says: a reader of it
+        # could take a shared lock and stall the study. A data file follows the umask.
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600 if lock else 0o666)
+        if lock and os.fstat(self.fd).st_uid == os.getuid():
+            os.fchmod(self.fd, 0o600)  # made by an earlier release, readable by all
         self.thread_lock = threading.Lock()
 
 
-def _shared_file(path: Path) -> _SharedFile:
+def _shared_file(path: Path, lock: bool = True) -> _SharedFile:
     key = os.path.abspath(path)
     with _registry_lock:
         if key not in _shared:
-            _shared[key] = _SharedFile(Path(key))
+            _shared[key] = _SharedFile(Path(key), lock)
         return _shared[key]
 
 
@@ -63,7 +67,9 @@ def _lockf(fd: int, blocking: bool) -> None:
 
 
 class FileLock:
-    """An exclusive lock on ``path`` (created when missing), between processes and threads.
+    """An exclusive lock on ``path`` (created when missing, mode 0600), between processes and
+    threads. ``data``: the file the lock guards, when others may read it (a team reads the
+    results table); :attr:`fd` and :meth:`text` are then that file's, else the lock file's own.
 
     Example:
         >>> import tempfile
@@ -76,8 +82,9 @@ class FileLock:
         >>> lock.release()
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, data: Path | None = None) -> None:
         self.path = path
+        self.data = data
         self._file: _SharedFile | None = None
         self.held = False
 
@@ -124,7 +131,11 @@ class FileLock:
         """The locked file's descriptor (this process's one), for reads and writes under the lock."""
         if not self.held:
             raise RuntimeError(f"{self.path}: take the lock before reading or writing the file")
-        return self._shared().fd
+        return self.create()
+
+    def create(self) -> int:
+        """Make the guarded file (the lock file itself without ``data``) now; its descriptor."""
+        return _shared_file(self.data, lock=False).fd if self.data else self._shared().fd
 
     @contextlib.contextmanager
     def text(self) -> Iterator[io.TextIOWrapper]:
@@ -135,7 +146,7 @@ class FileLock:
         """
         if not self.held:
             raise RuntimeError(f"{self.path}: take the lock before reading or writing the file")
-        buffered = io.BufferedRandom(io.FileIO(self._shared().fd, "r+", closefd=False))
+        buffered = io.BufferedRandom(io.FileIO(self.fd, "r+", closefd=False))
         fh = io.TextIOWrapper(buffered, encoding="utf-8", newline="")
         try:
             fh.seek(0)
@@ -191,7 +202,7 @@ def _try_lock(folder: Path) -> str | None:
     """Take and let go of a lock in ``folder``, as the workers will; why not, when it fails."""
     probe = Path(folder) / ".lock-probe"
     try:
-        fd = os.open(probe, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(probe, os.O_RDWR | os.O_CREAT, 0o600)
     except OSError:
         return None  # not writable: another check says so
     try:

@@ -101,7 +101,8 @@ def open_storage(
         where = f"{spec} (through its proxy)"
         return resilient(_first_answer(proxy, first, where), wait_s, where, reconnect=proxy)
     kind = spec.storage_kind
-    opened = _first_answer(lambda: kind.open(spec.location, connections, name), first, str(spec))
+    url = spec.url()
+    opened = _first_answer(lambda: kind.open(url, connections, name), first, str(spec))
     backend = get_storage(opened.storage) if cached else opened.storage
     return resilient(backend, wait_s, str(spec), writes=opened.writes)
 
@@ -142,7 +143,7 @@ def _unreachable(spec: StorageSpec, cause: BaseException, advice: str) -> Config
     text = str(cause).strip()
     first_line = text.splitlines()[0] if text else type(cause).__name__
     return ConfigError(
-        [Problem("optuna.storage", f"{spec} does not answer ({redact(first_line, spec.location)}); {advice}")]
+        [Problem("optuna.storage", f"{spec} does not answer ({redact(first_line, spec.url())}); {advice}")]
     )
 
 

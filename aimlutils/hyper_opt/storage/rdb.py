@@ -132,6 +132,8 @@ class _Server(_Database):
 class PostgreSQL(_Server):
     name, title = "postgresql", "PostgreSQL"
     schemes, driver = ("postgresql", "postgres"), ("psycopg", "postgres")
+    # libpq reads it too; named so that batch jobs are handed it.
+    password_env = "PGPASSWORD"  # noqa: S105 - a variable's name
 
     def engine_kwargs(self, connections: int, name: str) -> dict[str, Any]:
         # Shown in pg_stat_activity, so a DBA sees whose connections these are.
@@ -154,6 +156,8 @@ class PostgreSQL(_Server):
 class MySQL(_Server):
     name, title = "mysql", "MySQL"
     schemes, driver = ("mysql", "mariadb"), ("pymysql", "mysql")
+    # What the mysql client reads; PyMySQL does not.
+    password_env = "MYSQL_PWD"  # noqa: S105 - a variable's name
 
     def _room(self, conn: Any, not_others: int) -> DatabaseRoom:
         limit = int(conn.exec_driver_sql("SELECT @@max_connections").scalar_one())

@@ -18,6 +18,7 @@ from aimlutils.hyper_opt.coordination import Room
 from aimlutils.hyper_opt.errors import ExitCode
 from aimlutils.hyper_opt.lifeline import watch_parent
 from aimlutils.hyper_opt.logs import configure_logging
+from aimlutils.hyper_opt.paths import keep_private
 from aimlutils.hyper_opt.stop import LEFT_FOR_LATER_EXIT_CODE, WARNING_SIGNAL, StopSignal
 from aimlutils.hyper_opt.storage.resilient import StorageUnavailable
 from aimlutils.hyper_opt.worker.loop import Worker, job_end
@@ -67,6 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(err, file=sys.stderr)
         return err.exit_code
+    keep_private(cfg.save_path, cfg.optuna.readable_by)
     configure_logging(cfg.log_file, prefix=f"worker {args.index}")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     worker: Worker | None = None
