@@ -9,7 +9,9 @@ import pytest
 
 from aimlutils.hyper_opt.config import RunConfig
 from aimlutils.hyper_opt.launchers import read_jobs
+from aimlutils.hyper_opt.storage.proxy import ProxyAddress
 from tests.conftest import service_url
+from tests.test_security import refuses_strangers
 from tests.test_slurm import (  # noqa: F401 - cancel_leftover_jobs is a fixture, used by pytestmark
     cancel_leftover_jobs,
     command,
@@ -50,6 +52,9 @@ def test_four_array_tasks_of_four_workers_run_through_the_proxy_and_outlive_its_
     assert len(proxies) == 1
     study = study_of(cfg)
     wait_for(lambda: done(study) >= 8, 240, "8 trials through the proxy")
+    address = ProxyAddress.read(cfg.paths.proxy_address)
+    assert address is not None
+    refuses_strangers(address)  # the workers pass; a client without the study's token does not
     # A proxy that dies mid-study: every process of its job killed at once.
     subprocess.run(["scancel", "--signal=KILL", "--full", proxies[0]], check=True)
     wait_for(lambda: not queued(proxies), 120, "the proxy job to end")
