@@ -214,3 +214,13 @@ def test_a_client_without_the_token_gets_nothing_from_the_proxy(study_files, hel
     log = (save_path / "log.txt").read_text()
     assert log.count("without the study's token; later refusals are counted") == 1, log
     assert "refused 3 call(s) without the study's token" in log, log
+
+
+def test_a_url_given_on_the_command_line_keeps_its_variable(study_files, monkeypatch):
+    monkeypatch.setenv("TEST_DB_PASSWORD", "from-the-environment")
+    hyper, model = study_files()
+    url = "postgresql://me:${TEST_DB_PASSWORD}@db.example/test"
+    for key in ("optuna.storage", "hydra.sweeper.storage"):  # the Hydra key resolves ${key.path}s
+        cfg = read_config(hyper, model, overrides=[f"{key}={url}"])
+        assert cfg.hyper["optuna"]["storage"] == "postgresql+psycopg://me:${TEST_DB_PASSWORD}@db.example/test"
+        assert cfg.storage.url() == "postgresql+psycopg://me:from-the-environment@db.example/test"

@@ -215,6 +215,8 @@ def resolve_interpolations(
     """
     problems: list[Problem] = []
     for path, source in zip(written, sources, strict=True):
+        if tuple(path) == ("optuna", "storage"):
+            continue  # ${NAME} there is an environment variable, expanded when the storage opens
         node: Any = hyper
         for part in path[:-1]:
             node = node.get(part) if isinstance(node, dict) else None
