@@ -324,5 +324,7 @@ def _submit(cfg: RunConfig, launcher: BatchLauncher, the_plan: Plan, verb: str, 
         f"{verb} study {cfg.study_name!r}: {the_plan.remaining} trials to go. Submitted {jobs} job(s) of "
         f"{launcher.workers_per_job} worker(s) in {time.perf_counter() - started:.2f} s: {ids}",
     )
-    say(console, f"Follow it with: python optimize.py status {cfg.paths.hyper_copy}")
+    # The copy names ${AIMLUTILS_STORAGE_PASSWORD} for a password written inline: the user's file has it.
+    followed = "hyper.yml" if cfg.storage.secret is not None else cfg.paths.hyper_copy
+    say(console, f"Follow it with: python optimize.py status {followed}")
     return 0

@@ -110,12 +110,17 @@ def storage_of(
     try:
         spec.url()
     except secrets.MissingVariable as err:
+        inline = (
+            "; it stands for the password written in the hyper.yml this copy was made from: give that "
+            "file instead, or"
+            if str(err) == secrets.PASSWORD_ENV
+            else "; export it before optimize.py (its workers and jobs take it from there), or"
+        )
         return None, [
             Problem(
                 "optuna.storage",
-                f"{spec} names ${{{err}}}, which is not set in the environment; export {err} before "
-                "optimize.py (its workers and jobs take it from there), or give the password another way: "
-                + secrets.SAFER_WAYS.removeprefix("safer: "),
+                f"{spec} names ${{{err}}}, which is not set in the environment{inline} give the password "
+                "another way: " + secrets.SAFER_WAYS.removeprefix("safer: "),
             )
         ]
     driver = missing_driver(spec)
