@@ -69,7 +69,7 @@ def test_no_module_of_the_package_imports_itself_through_others():
     assert not cycles, "import cycles:\n" + "\n".join(" -> ".join(c) for c in cycles)
 
 
-#: The wings from the bottom, as README's "How the code is laid out" lists them: each imports only
+#: The wings from the bottom, as docs/background/code-layout.md lists them: each imports only
 #: wings before it (or its own row's); the foundations and the users' import paths go anywhere.
 WINGS = [
     {"errors", "paths", "stop", "lifeline", "logs", "_text", "_optuna"},

@@ -1,7 +1,7 @@
 """``optimize.py dashboard``: optuna-dashboard on the study's storage, reachable from this machine only.
 
 It binds to 127.0.0.1: a dashboard can change a study (notes, trial states), so it is not offered to
-the cluster's network; reach it from a laptop through an SSH tunnel (the README shows how).
+the cluster's network; reach it from a laptop through an SSH tunnel (the docs show how).
 """
 
 from __future__ import annotations

@@ -303,7 +303,7 @@ def _distribution(sweep: _Sweep, parser: _Parser) -> tuple[str, dict[str, Any]]:
         )
     is_float = any(isinstance(v, float) for v in (start, stop, step))
     with warnings.catch_warnings():
-        # Optuna lowers a stop that is off the step grid, and warns; the README says so once.
+        # Optuna lowers a stop that is off the step grid, and warns; the docs say so once.
         warnings.simplefilter("ignore")
         if is_float:
             dist: FloatDistribution | IntDistribution = FloatDistribution(start, stop, step=step)
