@@ -215,25 +215,28 @@ def resolve_interpolations(
     """
     problems: list[Problem] = []
     for path, source in zip(written, sources, strict=True):
-        if tuple(path) == ("optuna", "storage"):
-            continue  # ${NAME} there is an environment variable, expanded when the storage opens
         node: Any = hyper
         for part in path[:-1]:
             node = node.get(part) if isinstance(node, dict) else None
         if not isinstance(node, dict) or not isinstance(node.get(path[-1]), str):
             continue  # overwritten by a later override
         text = node[path[-1]]
+        # In a storage URL, a ${NAME} that is no key of the model config names an environment
+        # variable (a password), expanded when the storage opens.
+        env_names = tuple(path) == ("optuna", "storage")
         try:
-            node[path[-1]] = _interpolate(text, model)
+            node[path[-1]] = _interpolate(text, model, env_names)
         except LookupError as err:
             key = source.partition("=")[0].strip()
             problems.append(Problem("", f"override {source!r}: {key}: {err}"))
     return problems
 
 
-def _interpolate(text: str, model: Mapping[str, Any]) -> Any:
+def _interpolate(text: str, model: Mapping[str, Any], env_names: bool = False) -> Any:
     def lookup(expression: str) -> Any:
         path = expression.strip()
+        if env_names and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", path) and path not in model:
+            return f"${{{expression}}}"
         if not re.fullmatch(r"[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*", path) or path.split(".")[0] == "hydra":
             raise LookupError(
                 f"${{{expression}}} is not an interpolation understood here: only ${{key.path}} of "
