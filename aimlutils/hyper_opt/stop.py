@@ -32,6 +32,14 @@ class TrialInterrupted(HyperOptException, KeyboardInterrupt):
     """
 
 
+class TrialTimedOut(HyperOptException, KeyboardInterrupt):
+    """Raised in a trial that ran past ``optuna.trial_timeout_s`` and the grace after it without
+    leaving: the worker fails the trial with the reason "timeout" and goes on with the next one.
+
+    A ``KeyboardInterrupt``, so that an ``except Exception`` in ``train`` does not swallow it.
+    """
+
+
 class StopSignal:
     """A request to stop: SIGTERM (scancel, time limit, preemption, the local launcher), SIGINT,
     or SIGUSR1 (the warning before a job's time limit).

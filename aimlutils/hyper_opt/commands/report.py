@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from aimlutils.hyper_opt._text import show
-from aimlutils.hyper_opt.commands.common import load_for_study, say
+from aimlutils.hyper_opt.commands.common import load_for_study, say, usage_lines
 from aimlutils.hyper_opt.config import CONFIG_ERROR_EXIT_CODE, RunConfig
 from aimlutils.hyper_opt.coordination import RETRY_OF_ATTR, StudyStop, read_record
 from aimlutils.hyper_opt.coordination import study as study_lib
@@ -96,6 +96,8 @@ def _print_summary(console: Console, cfg: RunConfig, study: optuna.Study) -> Non
         say(console, stop.message())
     if not trials:
         return
+    for line in usage_lines(cfg, study):
+        say(console, line)
     table = Table(title="Trials by state and how long they ran")
     for column in ("state", "trials", "min", "median", "mean", "max", "total"):
         table.add_column(column, justify="left" if column == "state" else "right")

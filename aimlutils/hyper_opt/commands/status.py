@@ -10,7 +10,7 @@ from optuna.trial import TrialState
 from rich.console import Console
 from rich.table import Table
 
-from aimlutils.hyper_opt.commands.common import load_for_study, say
+from aimlutils.hyper_opt.commands.common import load_for_study, say, usage_lines
 from aimlutils.hyper_opt.config import RunConfig
 from aimlutils.hyper_opt.coordination import RunningTrials, StudyStop, alive, recover_study
 from aimlutils.hyper_opt.coordination import study as study_lib
@@ -59,6 +59,8 @@ def status(args: argparse.Namespace, console: Console) -> int:
         say(console, stop.message())
     if snap.best_value is not None:
         say(console, f"Best value {snap.best_value:.6g} with {snap.best_params}")
+    for line in usage_lines(cfg, study):
+        say(console, line)
     if cfg.optuna.proxy_section is not None:
         say(console, proxy_line(cfg))
     owners = RunningTrials.of(cfg.paths)

@@ -97,6 +97,30 @@ KEYS: dict[str, tuple[str, str]] = {
         "the study stops once this many trials in a row failed by the objective's own error; also the "
         "most times one trial's chain is continued; `null`: never",
     ),
+    "optuna.checkpoints": ("`{keep_best: 3}`", "which trials' checkpoint folders the study keeps"),
+    "optuna.checkpoints.keep_best": (
+        "`3`",
+        "a finished chain's checkpoints are removed unless it is among this many best trials "
+        "(pruned ones at once); running chains are never touched; `null`: keep all",
+    ),
+    "optuna.trial_timeout_s": (
+        "none",
+        "a trial running longer is asked to stop, as by a time limit's warning (it may checkpoint "
+        "and leave), and ends FAIL with the reason `timeout`; not a failure of the objective",
+    ),
+    "optuna.trial_timeout_grace_s": (
+        "`10`",
+        "how long after `trial_timeout_s` a trial that has not left is interrupted",
+    ),
+    "optuna.time_budget_s": (
+        "none",
+        "the study starts no trial once this long has passed since its first trial began; running "
+        "trials finish",
+    ),
+    "optuna.gpu_hours": (
+        "none",
+        "the study starts no trial once its trials used this many GPU-hours (wall time x GPUs of each)",
+    ),
     "optuna.target": ("none", "end the study once a trial's metric reaches this value (one metric only)"),
     "optuna.storage_wait_s": ("`900`", "how long a worker waits for a storage that does not answer"),
     "optuna.proxy": (

@@ -41,6 +41,13 @@ class ProxySection(_Section):
     connections: int = Field(default=4, ge=1, le=64)
 
 
+class CheckpointsSection(_Section):
+    """``optuna.checkpoints``: which trials' checkpoint folders a study keeps."""
+
+    # Finished chains' checkpoints are removed unless among this many best trials (None: keep all).
+    keep_best: int | None = Field(default=3, ge=0)
+
+
 class OptunaSection(_Section):
     """``optuna``: the study, its objective and its search space."""
 
@@ -71,6 +78,15 @@ class OptunaSection(_Section):
     max_failures: int | None = Field(default=20, ge=1)
     # The study ends once a trial reaches this value of the metric (in its direction).
     target: float | None = None
+    # A trial running longer than this is asked to stop (as by a time limit's warning), and
+    # interrupted trial_timeout_grace_s later if it has not left; it ends FAIL, reason "timeout".
+    checkpoints: CheckpointsSection = Field(default_factory=CheckpointsSection)
+    trial_timeout_s: float | None = Field(default=None, gt=0)
+    trial_timeout_grace_s: float = Field(default=10.0, ge=0)
+    # The study stops claiming trials once this long has passed since its first trial began, or
+    # once its trials have used this many GPU-hours (wall time x GPUs of each trial).
+    time_budget_s: float | None = Field(default=None, gt=0)
+    gpu_hours: float | None = Field(default=None, gt=0)
     # How long a worker waits for an unreachable storage (a restarting database) before it stops.
     storage_wait_s: float = Field(default=900.0, gt=0)
     # Optuna's gRPC storage proxy in front of PostgreSQL/MySQL: workers hold no database connection.

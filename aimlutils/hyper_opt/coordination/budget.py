@@ -13,6 +13,8 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from aimlutils.hyper_opt.coordination.usage import StudyLimits, Usage
+
 
 class Room(enum.Enum):
     """What the budget says to a worker about to start a trial."""
@@ -75,12 +77,20 @@ class TrialBudget:
     """
 
     def __init__(
-        self, study: optuna.Study, storage: BaseStorage, n_trials: int, target: float | None = None
+        self,
+        study: optuna.Study,
+        storage: BaseStorage,
+        n_trials: int,
+        target: float | None = None,
+        limits: StudyLimits | None = None,
     ) -> None:
         self.study = study
         self.storage = storage
         self.n_trials = n_trials
         self.target = target
+        self.limits = limits if limits is not None and limits.any else None
+        #: Why the study is done before its n_trials: a budget of time or GPU-hours spent.
+        self.spent: str | None = None
         self._study_id = storage.get_study_id_from_name(study.study_name)
 
     def _trials(self) -> list[FrozenTrial]:
@@ -98,6 +108,11 @@ class TrialBudget:
         """Whether a trial may start now."""
         if self.target is not None and target_trial(self.study, self.target) is not None:
             return Room.DONE
+        if self.limits is not None:
+            trials = self.study.get_trials(deepcopy=False)
+            self.spent = self.limits.spent(Usage.of(trials, self.limits.running_default))
+            if self.spent is not None:
+                return Room.DONE
         if self._fewer_trials_than_budget():
             return Room.START
         counts = count(self._trials())

@@ -18,12 +18,21 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from aimlutils.hyper_opt.coordination.records import APPLIED_ATTR, RETRY_OF_ATTR, read_record
+from aimlutils.hyper_opt.coordination.usage import trial_gpu_hours
 from aimlutils.hyper_opt.storage.locks import FileLock
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 _HEAD = ["trial", "state", "value"]
 _WORKER = ["worker", "host", "node", "gpu", "pid", "job_id"]
-_TAIL = ["duration_s", "datetime_start", "datetime_complete", *_WORKER, "continues", "fail_reason"]
+_TAIL = [
+    "duration_s",
+    "gpu_hours",
+    "datetime_start",
+    "datetime_complete",
+    *_WORKER,
+    "continues",
+    "fail_reason",
+]
 #: Bytes read to find the header line (a longer header takes the slower way through a text file).
 _HEADER_READ = 1 << 16
 
@@ -42,6 +51,8 @@ def trial_row(trial: FrozenTrial) -> dict[str, Any]:
         row[key if key not in row else f"result_{key}"] = value
     start, end = trial.datetime_start, trial.datetime_complete
     row["duration_s"] = round((end - start).total_seconds(), 3) if start and end else None
+    # Wall time x the GPUs its worker had (CUDA_VISIBLE_DEVICES): what the allocation paid.
+    row["gpu_hours"] = round(trial_gpu_hours(trial, 0, end), 6) if start and end else None
     row["datetime_start"] = start.isoformat() if start else None
     row["datetime_complete"] = end.isoformat() if end else None
     worker = record.get("worker") or {}

@@ -21,6 +21,7 @@ from aimlutils.hyper_opt._text import tail
 from aimlutils.hyper_opt.config import RunConfig
 from aimlutils.hyper_opt.coordination import StudyStop, recover_study
 from aimlutils.hyper_opt.coordination import study as study_lib
+from aimlutils.hyper_opt.coordination.usage import spent_now
 from aimlutils.hyper_opt.errors import ExitCode
 from aimlutils.hyper_opt.launchers.base import Launcher, save_run_configs
 from aimlutils.hyper_opt.launchers.local_proxy import LocalProxy
@@ -166,6 +167,9 @@ class LocalLauncher(Launcher):
             with contextlib.suppress(OSError):  # a terminal that hung up
                 self.console.print(stop.message(), style="red", markup=False, highlight=False)
             return ExitCode.STUDY_STOPPED
+        with contextlib.suppress(StorageUnavailable):
+            if spent := spent_now(self.cfg, study.get_trials(deepcopy=False)):
+                self._say(f"The study started no more trials: {spent}.")
         return self._report_failures(procs)
 
     def _wait(self, procs: list[subprocess.Popen[bytes]], study: optuna.Study) -> None:

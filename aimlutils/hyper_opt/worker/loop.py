@@ -35,6 +35,8 @@ from aimlutils.hyper_opt.coordination import (
     sweep_dead_trials,
 )
 from aimlutils.hyper_opt.coordination import study as study_lib
+from aimlutils.hyper_opt.coordination.checkpoints import CheckpointRetention
+from aimlutils.hyper_opt.coordination.usage import limits_of
 from aimlutils.hyper_opt.objective.base import BaseObjective
 from aimlutils.hyper_opt.objective.reproduce import TrialRecorder
 from aimlutils.hyper_opt.stop import StopSignal, TrialInterrupted
@@ -45,6 +47,7 @@ from aimlutils.hyper_opt.worker.setup import (
     worker_identity,
     worker_storage,
 )
+from aimlutils.hyper_opt.worker.timeout import TIMEOUT_REASON, TrialClock
 
 # Named, not __name__: run with -m, this module is __main__, outside the package's logger.
 logger = logging.getLogger("aimlutils.hyper_opt.worker")
@@ -81,7 +84,9 @@ class Worker:
         self.cfg = cfg
         self.storage = storage if storage is not None else worker_storage(cfg, index)
         self.study = study_lib.load(cfg, self.storage, n_workers, index)
-        self.budget = TrialBudget(self.study, self.storage, cfg.optuna.n_trials, cfg.optuna.target)
+        self.budget = TrialBudget(
+            self.study, self.storage, cfg.optuna.n_trials, cfg.optuna.target, limits_of(cfg)
+        )
         self.n_trials = FollowedNTrials(cfg.paths.hyper_copy, cfg.optuna.n_trials)
         self.csv = ResultsCsv(cfg.csv_path)
         self.poll_s = poll_s
@@ -102,6 +107,8 @@ class Worker:
         self.liveness = liveness_for(cfg, os.environ, self.identity)
         self.sweep_turn = StudyTurn(cfg.paths.sweep_turn)
         self.job_end = job_end(os.environ.get("AIMLUTILS_JOB_END"))
+        self.retention = CheckpointRetention(self.study, cfg.paths, cfg.optuna.checkpoints.keep_best)
+        self.clock = TrialClock(cfg.optuna.trial_timeout_s, cfg.optuna.trial_timeout_grace_s)
         self._durations: list[float] = []
         #: Whether this worker finished a trial, or took an interrupted one a step further.
         self.progressed = False
@@ -125,6 +132,8 @@ class Worker:
                     self.sweep()
                 claimed = self.life.claim(self.budget)
                 if claimed is Room.DONE:
+                    if self.budget.spent is not None:
+                        logger.warning("the study starts no more trials: %s", self.budget.spent)
                     break
                 if claimed is Room.WAIT:  # running trials fill the budget; one may still fail
                     if self.sweep_turn.take(WAITING_SWEEP_INTERVAL_S):
@@ -155,13 +164,22 @@ class Worker:
         started, inherited = time.monotonic(), 0
         held = self.objective.held_records
         try:
-            with self.life.start(trial) as inherited, StopSignal.interruptible_section():
+            with (
+                self.life.start(trial) as inherited,
+                self.clock.timing(trial.number),
+                StopSignal.interruptible_section(),
+            ):
                 if inherited:
                     logger.info("trial %d continues trial %s", trial.number, trial.user_attrs["retry_of"])
                 values = self.objective(trial)
         except optuna.TrialPruned:
             self.life.finish(trial, state=TrialState.PRUNED, record=self._record_fields(trial))
+            self._tidy()
         except KeyboardInterrupt as err:
+            if self.clock.expired and not StopSignal.stopping():
+                # Its own time limit, not the worker's: it ends here, and the worker goes on.
+                self.life.fail(trial, TIMEOUT_REASON, repro=self.objective.repro_fields(trial))
+                return
             # Stopped, not wrong: its parameters get another run, which continues it.
             how = str(err) if isinstance(err, TrialInterrupted) else "Ctrl-C or SIGTERM"
             self.progressed = self.progressed or len(self.life.reported(trial)) > inherited
@@ -182,11 +200,19 @@ class Worker:
         else:
             record = held.pop(trial.number, None) if held is not None else None
             self.life.finish(trial, values, record=record or self._record_fields(trial))
+            self._tidy()
         finally:
             if held is not None:
                 held.pop(trial.number, None)
         self.progressed = True
         self._durations.append(time.monotonic() - started)
+
+    def _tidy(self) -> None:
+        """Checkpoint retention after a trial ended; a file system's hiccup fails no trial."""
+        try:
+            self.retention.tidy()
+        except OSError as err:
+            logger.warning("could not remove checkpoints now: %s", err)
 
     def _log_failure(self, number: int, text: str) -> None:
         """The traceback of a failed trial, once per distinct traceback: a bug in the objective
