@@ -4,9 +4,11 @@ site has every page, its search index and its plots."""
 
 from __future__ import annotations
 
+import configparser
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -20,6 +22,7 @@ from optuna.trial import TrialState
 from pydantic import create_model
 
 from aimlutils.hyper_opt.api import read_config
+from aimlutils.hyper_opt.cli import parse_args
 from aimlutils.hyper_opt.config import reference
 from aimlutils.hyper_opt.config.run_config import schema_model
 from aimlutils.hyper_opt.config.schema import OptunaSection
@@ -241,3 +244,40 @@ def test_the_readme_is_short_and_gives_the_ci_test_command():
     assert len(readme.splitlines()) < 200
     ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1]
     assert ci in readme, ci
+
+
+def _command_lines() -> list[tuple[str, str]]:
+    """``(where, line)`` of each ``python optimize.py`` command in the docs' shell blocks (a
+    synopsis with ``[...]`` left out), its comment cut."""
+    found = []
+    for where, code in blocks(""):
+        for line in code.replace("\\\n", " ").splitlines():  # a command continued with \
+            command = line.split("  #", 1)[0].strip()
+            for part in command.split(" && "):
+                if part.startswith("python optimize.py ") and "[" not in part:
+                    found.append((where, part))
+    return found
+
+
+def test_each_command_in_the_docs_parses_as_the_command_line_takes_it():
+    lines = _command_lines()
+    assert len(lines) >= 15, lines
+    for where, line in lines:
+        argv = shlex.split(line)[2:]
+        try:
+            parse_args(argv)
+        except SystemExit:
+            pytest.fail(f"{where}: {line!r} is not a valid command line")
+
+
+def test_each_extra_the_docs_install_exists():
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(ROOT / "setup.cfg")
+    extras = set(parser["options.extras_require"])
+    named = {
+        name.strip()
+        for _, code in blocks("")
+        for group in re.findall(r'-e "\.\[([a-z,]+)\]"', code)
+        for name in group.split(",")
+    }
+    assert named and named <= extras, named - extras
