@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import getpass
 import os
 import signal
 import subprocess
@@ -12,6 +13,8 @@ import time
 
 import yaml
 
+from aimlutils.hyper_opt.api import read_config
+from aimlutils.hyper_opt.coordination.jobs import JobRecord, append_jobs
 from tests.conftest import ROOT, hyper_config, run_optimize
 
 # Trial 0 runs far past any limit: asleep, or in epochs that check for a request to stop.
@@ -108,9 +111,9 @@ FAST = textwrap.dedent(
 )
 
 
-def _budget_study(tmp_path, **optuna):
+def _budget_study(tmp_path, n_trials=1000, **optuna):
     (tmp_path / "objective.py").write_text(FAST)
-    hyper = hyper_config(tmp_path / "results", tmp_path / "objective.py", n_trials=1000, **optuna)
+    hyper = hyper_config(tmp_path / "results", tmp_path / "objective.py", n_trials=n_trials, **optuna)
     (tmp_path / "hyper.yml").write_text(yaml.safe_dump(hyper))
     (tmp_path / "model.yml").write_text(yaml.safe_dump({"optimizer": {"learning_rate": 0.1}}))
     return tmp_path / "hyper.yml", tmp_path / "model.yml"
@@ -252,3 +255,35 @@ def _completed(tmp_path):
         return sum(r["state"] == "COMPLETE" for r in _rows(tmp_path).values())
     except FileNotFoundError:
         return 0
+
+
+def test_status_sets_the_schedulers_gpu_hours_beside_the_studys_own(tmp_path):
+    hyper, model = _budget_study(tmp_path, n_trials=2)
+    done = run_optimize(hyper, model, "--workers", "1")  # trials to count: 2 CPU trials, no GPU
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = yaml.safe_load(hyper.read_text())
+    data["slurm"] = {"jobs": 1, "batch": {"t": "10"}}
+    hyper.write_text(yaml.safe_dump(data))
+    cfg = read_config(hyper, model)
+    append_jobs(cfg.paths, [JobRecord("67", 2, "job.sh", "2026-12-08T00:00:00", user=getpass.getuser())])
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    # The cluster's own answers: the job has ended; its 2 tasks ran 1 h on 2 GPUs and 30 min on 1.
+    fakes = {
+        "squeue": "exit 0",
+        "sacct": "printf '67_0|3600|cpu=4,gres/gpu=2\\n67_1|1800|gres/gpu:a100=1\\n'",
+    }
+    for name, body in fakes.items():
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    status = subprocess.run(
+        [sys.executable, str(ROOT / "optimize.py"), "status", str(hyper), str(model)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert (
+        "GPU-hours by the scheduler's accounting: 2.5 for the study's jobs, +2.5 against" in status.stdout
+    ), status.stdout + status.stderr

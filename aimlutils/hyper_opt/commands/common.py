@@ -23,11 +23,18 @@ def load_for_study(hyper: str, model: str | None) -> RunConfig:
     return load_config(hyper, saved) if saved.exists() else first
 
 
-def usage_lines(cfg: RunConfig, study: optuna.Study) -> list[str]:
-    """What the study has used: time, GPU-hours and the budgets left; checkpoint space."""
+def usage_lines(cfg: RunConfig, study: optuna.Study, accounted: float | None = None) -> list[str]:
+    """What the study has used: time, GPU-hours and the budgets left; checkpoint space.
+    ``accounted``: the GPU-hours the scheduler's accounting charged to the study's jobs."""
     limits = limits_of(cfg)
     usage = Usage.of(study.get_trials(deepcopy=False), limits.running_default)
     lines = [f"Used: {limits.left(usage)}"]
+    if accounted is not None:
+        lines.append(
+            f"GPU-hours by the scheduler's accounting: {accounted:.4g} for the study's jobs, "
+            f"{accounted - usage.gpu_hours:+.4g} against the trials' own count (time in jobs outside "
+            "trials: start-up, waiting, the proxy)"
+        )
     if spent := limits.spent(usage):
         lines.append(f"The study starts no more trials: {spent}.")
     held, freed = checkpoint_space(cfg.paths)

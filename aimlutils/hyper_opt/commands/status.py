@@ -59,7 +59,8 @@ def status(args: argparse.Namespace, console: Console) -> int:
         say(console, stop.message())
     if snap.best_value is not None:
         say(console, f"Best value {snap.best_value:.6g} with {snap.best_params}")
-    for line in usage_lines(cfg, study):
+    accounted = scheduler.accounted_gpu_hours([job.job_id for job in jobs]) if scheduler and jobs else None
+    for line in usage_lines(cfg, study, accounted):
         say(console, line)
     if cfg.optuna.proxy_section is not None:
         say(console, proxy_line(cfg))

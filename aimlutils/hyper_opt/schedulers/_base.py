@@ -337,6 +337,11 @@ class Scheduler(abc.ABC):
     def cancel(self, job_ids: Sequence[str]) -> None:
         """Cancel the jobs, in one scheduler call."""
 
+    def accounted_gpu_hours(self, job_ids: Sequence[str]) -> float | None:
+        """GPU-hours the scheduler's accounting charged to the jobs (elapsed time x GPUs
+        allocated); ``None`` where it keeps none, or accounting is off."""
+        return None
+
     def job_alive(self, job_id: str | None, queue: dict[str, str]) -> bool:
         """Whether ``job_id`` (as :meth:`job_environment` gives it) is among ``queue``'s jobs."""
         return alive(job_id, queue)

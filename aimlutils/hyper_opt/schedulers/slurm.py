@@ -212,3 +212,26 @@ class Slurm(Scheduler):
     def cancel(self, job_ids: Sequence[str]) -> None:
         if job_ids:
             self.run(["scancel", *job_ids])
+
+    def accounted_gpu_hours(self, job_ids: Sequence[str]) -> float | None:
+        """From ``sacct`` (allocations only: ``ElapsedRaw`` x the ``gres/gpu`` of ``AllocTRES``).
+
+        Example:
+            >>> out = "67_0|120|billing=1,cpu=1,gres/gpu=2,node=1\\n67_1|60|cpu=1,node=1"
+            >>> round(Slurm(run=lambda command: out).accounted_gpu_hours(["67"]), 4)
+            0.0667
+        """
+        if not job_ids:
+            return None
+        fields = "JobID,ElapsedRaw,AllocTRES"
+        try:
+            out = self.run(["sacct", "-X", "-n", "-P", "-j", ",".join(job_ids), "-o", fields])
+        except SubmitError:
+            return None  # "Slurm accounting storage is disabled", or no sacct here
+        seconds = 0.0
+        for line in out.splitlines():
+            parts = line.strip().split("|")
+            if len(parts) == 3 and parts[1].isdigit():
+                found = re.search(r"gres/gpu(?::[^=,]*)?=(\d+)", parts[2])
+                seconds += int(parts[1]) * (int(found.group(1)) if found else 0)
+        return seconds / 3600
