@@ -5,6 +5,7 @@ answers only the study's own workers."""
 from __future__ import annotations
 
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -224,3 +225,19 @@ def test_a_url_given_on_the_command_line_keeps_its_variable(study_files, monkeyp
         cfg = read_config(hyper, model, overrides=[f"{key}={url}"])
         assert cfg.hyper["optuna"]["storage"] == "postgresql+psycopg://me:${TEST_DB_PASSWORD}@db.example/test"
         assert cfg.storage.url() == "postgresql+psycopg://me:from-the-environment@db.example/test"
+
+
+def test_in_a_job_the_proxy_listens_on_the_nodes_address_not_every_interface(tmp_path):
+    from aimlutils.hyper_opt.base_objective import BaseObjective
+    from aimlutils.hyper_opt.launchers.proxy_server import _addresses
+
+    hyper = hyper_config(tmp_path / "results", tmp_path / "unused.py", proxy=True)
+    del hyper["optuna"]["objective"]
+    hyper["optuna"]["storage"] = "postgresql://postgres@127.0.0.1:5432/test"
+    cfg = read_config(hyper, dict(MODEL), objective=BaseObjective)
+    node = socket.gethostname()
+    assert _addresses(cfg, in_job=True) == (node, node)
+    assert _addresses(cfg, in_job=False) == ("127.0.0.1", "127.0.0.1")
+    with socket.socket() as sock:  # the node's own address: one of its interfaces, not 0.0.0.0
+        sock.bind((node, 0))
+        assert sock.getsockname()[0] != "0.0.0.0"  # noqa: S104 - what it must not be

@@ -31,8 +31,8 @@ class LogSection(_Section):
 class ProxySection(_Section):
     """``optuna.proxy``: where the storage proxy listens, and the options of its own batch job."""
 
-    # The address workers connect to; the proxy listens on every interface unless this is a
-    # loopback address. Default: the proxy's host name (127.0.0.1 for local runs).
+    # The address the proxy listens on and workers connect to. Default: the node's host name in a
+    # job (the address it resolves to, not every interface), 127.0.0.1 for local runs.
     host: str | None = None
     port: int = Field(default=0, ge=0, le=65535)  # 0: any free port
     # Scheduler options of the proxy's job, on top of the workers' (without their GPU requests).
