@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import sys
 import textwrap
 from pathlib import Path
 
@@ -175,3 +176,19 @@ def test_the_trial_variables_are_set_for_the_command_only(tmp_path: Path, monkey
         folder = cfg.save_path / "trials" / str(number)
         seen = (folder / "env.txt").read_text().splitlines()
         assert seen == [str(folder / "model.yml"), str(number), str(folder)]
+
+
+def test_a_script_named_relative_to_where_optimize_runs_is_found_from_each_trials_folder(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "train.py").write_text('import json\nprint(json.dumps({"val_loss": 0.25}))\n')
+    data = hyper_config(tmp_path / "results", tmp_path / "train.py", n_trials=2)
+    data["optuna"]["objective"] = {"command": f"{sys.executable} train.py {{parameters}}"}
+    hyper, model = tmp_path / "hyper.yml", tmp_path / "model.yml"
+    hyper.write_text(yaml.safe_dump(data))
+    model.write_text(yaml.safe_dump(MODEL))
+    proc = optimize(hyper, model, "--workers", "1")  # from hyper.yml's folder, as a user runs it
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert [t.state.name for t in load_study(hyper, model).get_trials()] == ["COMPLETE", "COMPLETE"]
+    copy = yaml.safe_load((tmp_path / "results" / "configs" / "hyper.yml").read_text())
+    assert str(tmp_path / "train.py") in copy["optuna"]["objective"]["command"]

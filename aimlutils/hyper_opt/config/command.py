@@ -11,6 +11,7 @@ import dataclasses
 import re
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from aimlutils.hyper_opt.errors import Problem, format_value, join_path
@@ -52,6 +53,29 @@ class CommandSpec:
             else:
                 out.append(_fill(word, fields))
         return out
+
+
+def with_files_absolute(spec: CommandSpec, *folders: Path) -> CommandSpec:
+    """``spec`` with each word that names an existing file relative to one of ``folders`` (the
+    directory ``optimize.py`` runs in, then ``hyper.yml``'s) made absolute: a trial's command runs
+    in ``save_path/trials/<number>/``, where ``python train.py`` would find no ``train.py``.
+
+    Example:
+        >>> import tempfile
+        >>> here = Path(tempfile.mkdtemp())
+        >>> _ = (here / "train.py").write_text("")
+        >>> with_files_absolute(CommandSpec(("python", "train.py", "{parameters}")), here).words[1] == str(
+        ...     here / "train.py"
+        ... )
+        True
+    """
+    words = []
+    for word in spec.words:
+        if not _names(word) and not word.startswith("-") and not Path(word).is_absolute():
+            found = next((folder / word for folder in folders if (folder / word).is_file()), None)
+            word = str(found.resolve()) if found is not None else word
+        words.append(word)
+    return dataclasses.replace(spec, words=tuple(words))
 
 
 def _text(value: Any) -> str:

@@ -7,6 +7,7 @@ started or submitted.
 from __future__ import annotations
 
 import os
+import shlex
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -16,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from aimlutils.hyper_opt import schedulers
-from aimlutils.hyper_opt.config.command import check_command_section
+from aimlutils.hyper_opt.config.command import CommandSpec, check_command_section, with_files_absolute
 from aimlutils.hyper_opt.config.locations import (
     check_proxy,
     log_file_of,
@@ -132,6 +133,8 @@ def check_config(
     problems += found
     command, found = check_command_section(optuna_raw.get("objective"), space.distributions)
     problems += found
+    if command is not None:
+        command = with_files_absolute(command, base_dir, *([hyper_dir] if hyper_dir else []))
     problems += _check_sampler_and_pruner(optuna_raw, space)
     problems += _check_target(section)
     problems += _check_enqueue(optuna_raw, space)
@@ -147,7 +150,7 @@ def check_config(
     log_file = log_file_of(schema, save_path, base_dir)
     return RunConfig(
         model=model,
-        schema=with_absolute_paths(schema, save_path, objective, storage, log_file),
+        schema=_with_command(with_absolute_paths(schema, save_path, objective, storage, log_file), command),
         save_path=save_path,
         objective=objective,
         storage=storage,
@@ -155,6 +158,17 @@ def check_config(
         log_file=log_file,
         command=command,
     )
+
+
+def _with_command(schema: HyperConfigSchema, command: CommandSpec | None) -> HyperConfigSchema:
+    """The schema with the command as checked (its files' paths absolute), for the workers' copy."""
+    objective = schema.optuna.objective
+    if command is None or not isinstance(objective, dict):
+        return schema
+    section = schema.optuna.model_copy(
+        update={"objective": {**objective, "command": shlex.join(command.words)}}
+    )
+    return schema.model_copy(update={"optuna": section})
 
 
 def _valid_optuna(optuna_raw: Mapping[str, Any]) -> OptunaSection | None:
