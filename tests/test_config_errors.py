@@ -35,6 +35,10 @@ CASES = [
     ({"optuna.n_trial": 5}, "optuna.n_trial", "did you mean 'n_trials'?"),
     ({"optuna.n_trials": "many"}, "optuna.n_trials", "got 'many'; input should be a valid integer"),
     ({"optuna.n_trials": 0}, "optuna.n_trials", "greater than or equal to 1"),
+    ({"optuna.gpu_hours": 10}, "optuna.gpu_hours", "with optuna.gpu false: trials on CPUs use no GPU-hours"),
+    ({"optuna.trial_timeout_s": 0}, "optuna.trial_timeout_s", "greater than 0"),
+    ({"optuna.checkpoints.keep_best": -1}, "optuna.checkpoints.keep_best", "greater than or equal to 0"),
+    ({"optuna.readable_by": "world"}, "optuna.readable_by", "'user' or 'group'"),
     ({"optuna.direction": "minimise"}, "optuna.direction", "'minimize' or 'maximize'"),
     (
         {"optuna.metric": ["val_loss", "acc"]},

@@ -137,6 +137,7 @@ def check_config(
         command = with_files_absolute(command, base_dir, *([hyper_dir] if hyper_dir else []))
     problems += _check_sampler_and_pruner(optuna_raw, space)
     problems += _check_target(section)
+    problems += _check_gpu_hours(section)
     problems += _check_enqueue(optuna_raw, space)
     storage, found = storage_of(optuna_raw, save_path or base_dir, base_dir)
     problems += found
@@ -322,6 +323,19 @@ def _check_target(section: OptunaSection | None) -> list[Problem]:
             "optuna.target",
             f"got {format_value(section.target)} with {len(section.metrics)} metrics "
             f"{list(section.metrics)}; a target needs a single metric (remove target or keep one metric)",
+        )
+    ]
+
+
+def _check_gpu_hours(section: OptunaSection | None) -> list[Problem]:
+    if section is None or section.gpu_hours is None or section.gpu:
+        return []
+    return [
+        Problem(
+            "optuna.gpu_hours",
+            f"got {format_value(section.gpu_hours)} with optuna.gpu false: trials on CPUs use no "
+            "GPU-hours, so this budget would never be spent; set optuna.gpu: true, or bound the study "
+            "by optuna.time_budget_s",
         )
     ]
 
