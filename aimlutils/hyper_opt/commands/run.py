@@ -324,5 +324,8 @@ def _submit(cfg: RunConfig, launcher: BatchLauncher, the_plan: Plan, verb: str, 
         f"{verb} study {cfg.study_name!r}: {the_plan.remaining} trials to go. Submitted {jobs} job(s) of "
         f"{launcher.workers_per_job} worker(s) in {time.perf_counter() - started:.2f} s: {ids}",
     )
+    bad = launcher.bad_nodes()
+    if bad:
+        say(console, f"Left out, marked bad: {', '.join(bad)} (status says why)")
     say(console, f"Follow it with: python optimize.py status {cfg.paths.hyper_copy}")
     return 0

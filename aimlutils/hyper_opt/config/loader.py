@@ -134,6 +134,7 @@ def check_config(
     problems += found
     problems += _check_sampler_and_pruner(optuna_raw, space)
     problems += _check_target(section)
+    problems += _check_bad_node_failures(section, "bad_node_failures" in optuna_raw)
     problems += _check_enqueue(optuna_raw, space)
     storage, found = storage_of(optuna_raw, save_path or base_dir, base_dir)
     problems += found
@@ -308,6 +309,23 @@ def _check_target(section: OptunaSection | None) -> list[Problem]:
             "optuna.target",
             f"got {format_value(section.target)} with {len(section.metrics)} metrics "
             f"{list(section.metrics)}; a target needs a single metric (remove target or keep one metric)",
+        )
+    ]
+
+
+def _check_bad_node_failures(section: OptunaSection | None, given: bool) -> list[Problem]:
+    """A node's streak, when given, must be shorter than the study's: else the study stops before
+    a node is marked. (The default is left alone: a small ``max_failures`` was chosen on purpose.)"""
+    if section is None or not given or section.bad_node_failures is None or section.max_failures is None:
+        return []
+    if section.bad_node_failures < section.max_failures:
+        return []
+    return [
+        Problem(
+            "optuna.bad_node_failures",
+            f"got {section.bad_node_failures}; must be below optuna.max_failures "
+            f"({section.max_failures}), or the study stops before a bad node is found: lower it, "
+            "or null to never leave a node out",
         )
     ]
 
