@@ -17,11 +17,12 @@ from typing import Any
 
 import optuna
 import pytest
+import yaml
 from optuna.trial import TrialState
 
 from aimlutils.hyper_opt.config import RunConfig, load_config
 from aimlutils.hyper_opt.storage import open_storage
-from tests.conftest import ROOT, cluster, node_pid, service_url
+from tests.conftest import MODEL, ROOT, cluster, hyper_config, node_pid, service_url
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster", "cancel_leftover_jobs")]
 
@@ -113,6 +114,22 @@ def finish(cfg: RunConfig, timeout: float = 150) -> optuna.Study:
     """Wait until the study's jobs have left the queue; return the study."""
     wait_for(lambda: not queued(job_ids(cfg)), timeout, "the jobs to end")
     return study_of(cfg)
+
+
+def submit_objective(
+    folder: Path, objective_text: str, sections: dict[str, Any], **optuna_section: Any
+) -> tuple[Path, RunConfig]:
+    """Submit a study of ``objective_text`` (files in ``folder``) with the scheduler ``sections``;
+    its hyper.yml and config."""
+    objective = folder / "objective.py"
+    objective.write_text(objective_text)
+    hyper = {**hyper_config(folder / "results", objective, **optuna_section), **sections}
+    hyper_path, model_path = folder / "hyper.yml", folder / "model.yml"
+    hyper_path.write_text(yaml.safe_dump(hyper))
+    model_path.write_text(yaml.safe_dump(MODEL))
+    proc = command(hyper_path, model_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return hyper_path, config(hyper_path, model_path)
 
 
 def submit_and_finish(hyper: Path, model: Path, says: str) -> tuple[RunConfig, optuna.Study]:

@@ -9,10 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from aimlutils.hyper_opt.coordination import StudyStop
-from tests.conftest import MODEL, ROOT, hyper_config
+from tests.conftest import ROOT
 from tests.test_slurm import (  # noqa: F401 - cancel_leftover_jobs is a fixture, used by pytestmark
     _job_field,
     cancel_leftover_jobs,
@@ -24,6 +23,7 @@ from tests.test_slurm import (  # noqa: F401 - cancel_leftover_jobs is a fixture
     job_ids,
     slurm,
     study_of,
+    submit_objective,
 )
 
 pytestmark = [pytest.mark.slurm, pytest.mark.usefixtures("slurm_cluster", "cancel_leftover_jobs")]
@@ -39,16 +39,7 @@ class Objective(BaseObjective):
 
 
 def test_a_study_whose_objective_always_fails_ends_its_jobs_without_requeueing(tmp_path):
-    objective = tmp_path / "objective.py"
-    objective.write_text(TYPO)
-    hyper = hyper_config(tmp_path / "results", objective, n_trials=20, gpu=True)
-    hyper.update(slurm(2, 2))
-    hyper_path, model_path = tmp_path / "hyper.yml", tmp_path / "model.yml"
-    hyper_path.write_text(yaml.safe_dump(hyper))
-    model_path.write_text(yaml.safe_dump(MODEL))
-    proc = command(hyper_path, model_path)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    cfg = config(hyper_path, model_path)
+    hyper_path, cfg = submit_objective(tmp_path, TYPO, slurm(2, 2), n_trials=20, gpu=True)
     study = finish(cfg, timeout=240)
     ids = job_ids(cfg)
     # Read as soon as they left the queue: slurmctld keeps them for MinJobAge.

@@ -95,6 +95,12 @@ class StudyPaths:
         return self.root / "stopped.json"
 
     @property
+    def bad_nodes(self) -> Path:
+        """Nodes left out of the study (``optuna.bad_node_failures``): a line each, its name, a
+        tab, and the evidence as JSON; read by workers, job scripts, submissions and ``status``."""
+        return self.root / "bad_nodes.tsv"
+
+    @property
     def jobs(self) -> Path:
         """Job scripts and the scheduler's output files."""
         return self.root / "jobs"

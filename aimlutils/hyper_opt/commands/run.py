@@ -324,6 +324,9 @@ def _submit(cfg: RunConfig, launcher: BatchLauncher, the_plan: Plan, verb: str, 
         f"{verb} study {cfg.study_name!r}: {the_plan.remaining} trials to go. Submitted {jobs} job(s) of "
         f"{launcher.workers_per_job} worker(s) in {time.perf_counter() - started:.2f} s: {ids}",
     )
+    bad = launcher.bad_nodes()
+    if bad:
+        say(console, f"Left out, marked bad: {', '.join(bad)} (status says why)")
     # The copy names ${AIMLUTILS_STORAGE_PASSWORD} for a password written inline: the user's file has it.
     followed = "hyper.yml" if cfg.storage.secret is not None else cfg.paths.hyper_copy
     say(console, f"Follow it with: python optimize.py status {followed}")

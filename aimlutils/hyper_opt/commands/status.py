@@ -12,7 +12,7 @@ from rich.table import Table
 
 from aimlutils.hyper_opt.commands.common import load_for_study, say, usage_lines
 from aimlutils.hyper_opt.config import RunConfig
-from aimlutils.hyper_opt.coordination import RunningTrials, StudyStop, alive, recover_study
+from aimlutils.hyper_opt.coordination import BadNodes, RunningTrials, StudyStop, alive, recover_study
 from aimlutils.hyper_opt.coordination import study as study_lib
 from aimlutils.hyper_opt.launchers import job_ids, read_jobs, scheduler_for, study_queue
 from aimlutils.hyper_opt.report import progress
@@ -57,6 +57,19 @@ def status(args: argparse.Namespace, console: Console) -> int:
     stop = StudyStop.read(cfg.paths.stopped)
     if stop is not None:
         say(console, stop.message())
+    marked = BadNodes(cfg.paths.bad_nodes).marks()
+    if marked:
+        off = " (ignored: optuna.bad_node_failures is null)" if cfg.optuna.bad_node_failures is None else ""
+        table = Table(title=f"Nodes left out of the study, marked bad{off}")
+        for column in ("node", "failed there in a row", "succeeded elsewhere since", "last error", "marked"):
+            table.add_column(column)
+        for node, evidence in sorted(marked.items()):
+            trials = ", ".join(map(str, evidence.trials[-8:]))
+            failed = f"{len(evidence.trials)} (trials {trials})" if evidence.trials else "?"
+            wins = str(evidence.successes_elsewhere)
+            table.add_row(node, failed, wins, evidence.last_error, evidence.marked_at)
+        console.print(table)
+        say(console, f"Once a node is repaired, delete its line from {cfg.paths.bad_nodes}.")
     if snap.best_value is not None:
         say(console, f"Best value {snap.best_value:.6g} with {snap.best_params}")
     accounted = scheduler.accounted_gpu_hours([job.job_id for job in jobs]) if scheduler and jobs else None

@@ -138,6 +138,7 @@ def check_config(
     problems += _check_sampler_and_pruner(optuna_raw, space)
     problems += _check_target(section)
     problems += _check_gpu_hours(section)
+    problems += _check_bad_node_failures(section, "bad_node_failures" in optuna_raw)
     problems += _check_enqueue(optuna_raw, space)
     storage, found = storage_of(optuna_raw, save_path or base_dir, base_dir)
     problems += found
@@ -336,6 +337,23 @@ def _check_gpu_hours(section: OptunaSection | None) -> list[Problem]:
             f"got {format_value(section.gpu_hours)} with optuna.gpu false: trials on CPUs use no "
             "GPU-hours, so this budget would never be spent; set optuna.gpu: true, or bound the study "
             "by optuna.time_budget_s",
+        )
+    ]
+
+
+def _check_bad_node_failures(section: OptunaSection | None, given: bool) -> list[Problem]:
+    """A node's streak, when given, must be shorter than the study's: else the study stops before
+    a node is marked. (The default is left alone: a small ``max_failures`` was chosen on purpose.)"""
+    if section is None or not given or section.bad_node_failures is None or section.max_failures is None:
+        return []
+    if section.bad_node_failures < section.max_failures:
+        return []
+    return [
+        Problem(
+            "optuna.bad_node_failures",
+            f"got {section.bad_node_failures}; must be below optuna.max_failures "
+            f"({section.max_failures}), or the study stops before a bad node is found: lower it, "
+            "or null to never leave a node out",
         )
     ]
 

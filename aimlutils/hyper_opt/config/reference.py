@@ -121,6 +121,11 @@ KEYS: dict[str, tuple[str, str]] = {
         "none",
         "the study starts no trial once its trials used this many GPU-hours (wall time x GPUs of each)",
     ),
+    "optuna.bad_node_failures": (
+        "`3`",
+        "a node is left out once this many trials in a row failed there, by errors no other node has, "
+        'while trials succeed elsewhere (see "Bad nodes"); `null`: never',
+    ),
     "optuna.target": ("none", "end the study once a trial's metric reaches this value (one metric only)"),
     "optuna.storage_wait_s": ("`900`", "how long a worker waits for a storage that does not answer"),
     "optuna.proxy": (

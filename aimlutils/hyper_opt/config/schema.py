@@ -76,6 +76,9 @@ class OptunaSection(_Section):
     max_retries: int = Field(default=1, ge=0)
     # The study stops once this many trials in a row failed by the objective's own error (None: never).
     max_failures: int | None = Field(default=20, ge=1)
+    # A node is left out of the study once this many trials in a row failed there, by errors no
+    # other node has, while trials succeed elsewhere (None: never).
+    bad_node_failures: int | None = Field(default=3, ge=1)
     # The study ends once a trial reaches this value of the metric (in its direction).
     target: float | None = None
     # A trial running longer than this is asked to stop (as by a time limit's warning), and

@@ -4,6 +4,7 @@
 - :mod:`~.claim`: budget check, ask and ownership of a new trial under the study's claim lock
   (:class:`~aimlutils.hyper_opt.storage.locks.FileLock`).
 - :mod:`~.failures`: the failure budget: a study whose objective keeps failing stops.
+- :mod:`~.nodes`: a node whose trials all fail while others succeed is left out of the study.
 - :mod:`~.lifecycle`: :class:`TrialLife`, a trial's life from claim to record, in one place.
 - :mod:`~.owners`: which worker runs each RUNNING trial (``save_path/running/``).
 - :mod:`~.liveness`: is that worker alive: its pid on this host, its job in the queue elsewhere.
@@ -20,6 +21,7 @@ from aimlutils.hyper_opt.coordination.claim import claim_trial
 from aimlutils.hyper_opt.coordination.failures import StudyStop
 from aimlutils.hyper_opt.coordination.lifecycle import FINISHED_ELSEWHERE, TrialLife
 from aimlutils.hyper_opt.coordination.liveness import JobAlive, Liveness, QueueQuery, alive, process_is_gone
+from aimlutils.hyper_opt.coordination.nodes import BadNodes, NodeEvidence, NodeState, judge
 from aimlutils.hyper_opt.coordination.owners import RunningTrials
 from aimlutils.hyper_opt.coordination.records import (
     APPLIED_ATTR,
@@ -46,9 +48,12 @@ __all__ = [
     "RECORD_ATTR",
     "RETRIES_ATTR",
     "RETRY_OF_ATTR",
+    "BadNodes",
     "FileLock",
     "JobAlive",
     "Liveness",
+    "NodeEvidence",
+    "NodeState",
     "QueueQuery",
     "ResultsCsv",
     "Room",
@@ -63,6 +68,7 @@ __all__ = [
     "count",
     "fail_dead_trials",
     "inherited_values",
+    "judge",
     "make_record",
     "origin_of",
     "process_is_gone",

@@ -5,7 +5,8 @@ do not count toward ``n_trials``: without a limit the workers would claim trial 
 the whole allocation. The study stops once its last ``max_failures`` trials to end all failed by
 the objective's own error (an exception in ``train``, a command that exited non-zero, a metric that
 is not a number). Trials lost to the infrastructure (a node lost, a time limit, a preemption, an
-outage, ``scancel``) count neither way: they say nothing about the objective.
+outage, ``scancel``) count neither way: they say nothing about the objective; nor do the failures
+on a node marked bad (:mod:`~.nodes`), which say something about that node.
 
 In a row, not in all: an objective that fails now and then (a configuration that runs out of GPU
 memory) must still reach ``n_trials``. With the default of 20, one that fails a quarter of its
@@ -22,13 +23,14 @@ import dataclasses
 import datetime
 import json
 import os
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from aimlutils.hyper_opt.coordination.records import read_record
+from aimlutils.hyper_opt.coordination.records import node_of, read_record
 
 #: ``failed_by`` in a trial's record when the objective's own error failed it.
 BY_OBJECTIVE = "objective"
@@ -40,15 +42,16 @@ def failed_by_objective(trial: FrozenTrial) -> bool:
     return trial.state == TrialState.FAIL and read_record(trial).get("failed_by") == BY_OBJECTIVE
 
 
-def failure_streak(study: optuna.Study) -> list[FrozenTrial]:
+def failure_streak(study: optuna.Study, bad_nodes: Collection[str] = ()) -> list[FrozenTrial]:
     """The trials that failed by the objective's own error since the last one that did not
-    (COMPLETE or PRUNED), by end time, the latest last; infrastructure failures are skipped."""
+    (COMPLETE or PRUNED), by end time, the latest last; infrastructure failures are skipped, and
+    so are failures on ``bad_nodes``."""
     ended = [
         t
         for t in study.get_trials(
             deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
         )
-        if t.state != TrialState.FAIL or failed_by_objective(t)
+        if t.state != TrialState.FAIL or (failed_by_objective(t) and node_of(t) not in bad_nodes)
     ]
     ended.sort(key=lambda t: (t.datetime_complete or datetime.datetime.min, t.number))
     streak: list[FrozenTrial] = []
@@ -98,11 +101,14 @@ class StudyStop:
             return None
 
 
-def verdict(study: optuna.Study, max_failures: int | None, log: str | None) -> StudyStop | None:
-    """The study's stop when its failure streak reached ``max_failures`` (``None``: never)."""
+def verdict(
+    study: optuna.Study, max_failures: int | None, log: str | None, bad_nodes: Collection[str] = ()
+) -> StudyStop | None:
+    """The study's stop when its failure streak (``bad_nodes`` left out) reached ``max_failures``
+    (``None``: never)."""
     if max_failures is None:
         return None
-    streak = failure_streak(study)
+    streak = failure_streak(study, bad_nodes)
     if len(streak) < max_failures:
         return None
     last = streak[-1]

@@ -28,6 +28,7 @@ from aimlutils.hyper_opt import _optuna
 from aimlutils.hyper_opt.coordination.budget import Room, TrialBudget
 from aimlutils.hyper_opt.coordination.claim import claim_trial
 from aimlutils.hyper_opt.coordination.failures import BY_OBJECTIVE, StudyStop, verdict
+from aimlutils.hyper_opt.coordination.nodes import BadNodes
 from aimlutils.hyper_opt.coordination.owners import RunningTrials
 from aimlutils.hyper_opt.coordination.records import RECORD_ATTR, make_record, read_record
 from aimlutils.hyper_opt.coordination.results_csv import ResultsCsv, trial_row
@@ -51,7 +52,8 @@ class TrialLife:
     that makes no progress is given back. ``lock_finish``: finish under the claim lock, so no
     worker checks the budget between a value being stored and being counted (``optuna.target``).
     ``max_failures``: the failure budget (:mod:`~.failures`); ``log``: where this process's
-    tracebacks go, named when the study stops.
+    tracebacks go, named when the study stops. ``bad_nodes``: the study's marked nodes
+    (:mod:`~.nodes`), whose failures the budget leaves out and whose trials are queued again.
 
     Example:
         >>> import tempfile
@@ -79,11 +81,12 @@ class TrialLife:
         lock_finish: bool = False,
         max_failures: int | None = None,
         log: str | None = None,
+        bad_nodes: BadNodes | None = None,
     ) -> None:
         self.study, self.storage, self.paths, self.csv = study, storage, paths, csv
         self.identity = identity or {}
         self.max_retries, self.max_failures, self.lock_finish = max_retries, max_failures, lock_finish
-        self.log = log
+        self.log, self.bad_nodes = log, bad_nodes
         #: Why the study stopped (its failure budget spent), once this process knows.
         self.stop: StudyStop | None = None
         self.claim_lock = FileLock(paths.claim_lock)
@@ -143,13 +146,17 @@ class TrialLife:
         """End the trial FAIL, saying why (``record``: more fields for it, such as ``repro``).
 
         ``by_objective``: the objective's own error failed it, which counts toward the failure
-        budget; past the budget the study stops (:meth:`stopped` then says why).
+        budget; past the budget the study stops (:meth:`stopped` then says why). On a node marked
+        bad it counts not, and its parameters are queued again, for another node.
         """
+        marked = self.bad_nodes.names() if self.bad_nodes is not None else []
+        if by_objective and self.identity.get("node") in marked:
+            self.requeue(trial)
         blame = BY_OBJECTIVE if by_objective else None
         fields = make_record(worker=self.identity, fail_reason=reason, failed_by=blame, **record)
         told = self.finish(trial, state=TrialState.FAIL, record=fields)
         if by_objective and self.stop is None:
-            self.stop = verdict(self.study, self.max_failures, self.log)
+            self.stop = verdict(self.study, self.max_failures, self.log, marked)
             if self.stop is not None and not self.paths.stopped.exists():
                 self.stop.write(self.paths.stopped)
                 logger.error("%s", self.stop.message())

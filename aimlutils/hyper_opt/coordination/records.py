@@ -52,3 +52,9 @@ def origin_of(trial: FrozenTrial | optuna.trial.BaseTrial) -> int:
 def read_record(trial: FrozenTrial) -> dict[str, Any]:
     record = trial.user_attrs.get(RECORD_ATTR)
     return record if isinstance(record, dict) else {}
+
+
+def node_of(trial: FrozenTrial) -> str | None:
+    """The node that ran ``trial`` (its scheduler's node name, else its host), when recorded."""
+    node = (read_record(trial).get("worker") or {}).get("node")
+    return node if isinstance(node, str) and node else None

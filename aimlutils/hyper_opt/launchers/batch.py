@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from aimlutils.hyper_opt.config import RunConfig
+from aimlutils.hyper_opt.coordination import BadNodes
 from aimlutils.hyper_opt.launchers.base import Launcher, WorkerCommand, save_run_configs
 from aimlutils.hyper_opt.launchers.jobs import JobRecord, JobScript, append_jobs
 from aimlutils.hyper_opt.launchers.proxy_job import live_proxy_job, proxy_job
@@ -65,6 +66,7 @@ class BatchLauncher(Launcher):
             *setup,
             "set -u",
             "pids=() stopped=no left=no",
+            f"bad_nodes={self.bad_nodes_file()}  # the study's nodes marked bad, a line each",
             "# SIGUSR1 (the warning before the time limit): each worker's trial may save a checkpoint",
             "# and leave. SIGTERM (scancel, time limit, preemption): each worker fails the trial it runs,",
             "# queues its parameters again (to continue it), and exits.",
@@ -89,9 +91,24 @@ class BatchLauncher(Launcher):
         n_jobs = self.jobs_for(n_workers)
         path = self.jobs_dir / f"{self.scheduler.name}-{datetime.datetime.now():%Y%m%d-%H%M%S-%f}.sh"
         text = self.script_text(n_jobs, command)
-        names = self.cfg.storage.variables()
-        submit = [self.scheduler.passing(c, names) for c in self.scheduler.submissions(path, n_jobs)]
+        names, bad = self.cfg.storage.variables(), self.bad_nodes()
+        submit = [
+            self.scheduler.excluding(self.scheduler.passing(c, names), bad)
+            for c in self.scheduler.submissions(path, n_jobs)
+        ]
         return JobScript(text, path, [shlex.join(c) for c in submit])
+
+    def bad_nodes(self) -> list[str]:
+        """The study's nodes marked bad, which its jobs exclude (none with ``bad_node_failures: null``)."""
+        if self.cfg.optuna.bad_node_failures is None:
+            return []
+        return BadNodes(self.cfg.paths.bad_nodes).names()
+
+    def bad_nodes_file(self) -> str:
+        """The file a job script reads the marked nodes from, quoted; ``''`` when nodes are never marked."""
+        if self.cfg.optuna.bad_node_failures is None:
+            return "''"
+        return shlex.quote(str(self.cfg.paths.bad_nodes))
 
     def plan_proxy(self, command: WorkerCommand | None = None) -> JobScript:
         """The storage proxy's job script and submit command, without submitting."""

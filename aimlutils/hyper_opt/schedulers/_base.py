@@ -306,8 +306,10 @@ class Scheduler(abc.ABC):
 
     def epilogue(self) -> list[str]:
         """Shell lines run after every worker has exited. They may read ``left`` ("yes" when a
-        worker left with trials of the study still to run, its job's time being up) and
-        ``stopped`` ("yes" when the job got SIGTERM)."""
+        worker left with trials of the study still to run, its job's time being up or its node
+        marked bad), ``stopped`` ("yes" when the job got SIGTERM) and ``bad_nodes`` (the file of
+        the study's nodes marked bad, a line each beginning with the node's name and a tab, or
+        empty: a job that runs again should run on none of them)."""
         return []
 
     @abc.abstractmethod
@@ -319,6 +321,12 @@ class Scheduler(abc.ABC):
         environment (a storage password): by name, never by value, so no secret is on a command
         line or in a job script. The default suits a submit program that hands the job its whole
         environment, as ``sbatch`` does."""
+        return submission
+
+    def excluding(self, submission: list[str], nodes: Sequence[str]) -> list[str]:
+        """``submission`` changed so that its job runs on none of ``nodes`` (marked bad). The
+        default leaves it as it is: a scheduler with no way to exclude a node (PBS) runs the job
+        wherever it will, and its workers leave a marked node at once."""
         return submission
 
     @abc.abstractmethod

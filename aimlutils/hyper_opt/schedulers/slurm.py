@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -171,14 +172,46 @@ class Slurm(Scheduler):
         ]
 
     def epilogue(self) -> list[str]:
+        mine = shlex.quote(self.user_excluded() + ",") if self.user_excluded() else ""
         return [
             "# Time is up with trials left: back in the queue, where the next run continues them. Not",
             "# a job cancelled or preempted: SIGTERM then, which only the time limit's SIGTERM passes.",
             "if [[ $left == yes ]] && { [[ $stopped == no ]] ||",
             '    [[ "$(squeue -h -j "$job_id" -o %r 2>/dev/null)" == TimeLimit ]]; }; then',
-            '    scontrol requeue "$job_id"',
+            "    # Its next run excludes the nodes marked bad. The requeue sends this job SIGTERM, and",
+            "    # the update can only come after it: both run with SIGTERM ignored. A job that cannot",
+            "    # be kept off a bad node is cancelled rather than run there again.",
+            '    excluded="$(cut -f1 "${bad_nodes:-/dev/null}" 2>/dev/null | paste -sd, -)"',
+            "    (",
+            "        trap '' TERM",
+            '        scontrol requeue "$job_id"',
+            "        if [[ -n $excluded ]] &&",
+            f'            ! scontrol update JobId="$job_id" ExcNodeList={mine}"$excluded"; then',
+            '            scancel "$job_id"',
+            "        fi",
+            "    )",
             "fi",
         ]
+
+    def user_excluded(self) -> str:
+        """The nodes ``batch`` excludes (``exclude``/``x``), as written; empty when none."""
+        for key in ("exclude", "x"):
+            if key in self.section.batch:
+                return str(self.section.batch[key])
+        return ""
+
+    def excluding(self, submission: list[str], nodes: Sequence[str]) -> list[str]:
+        """``--exclude`` with the nodes ``batch`` excludes and ``nodes``, on the command line
+        (which wins over the script's own ``#SBATCH --exclude``).
+
+        Example:
+            >>> Slurm().excluding(["sbatch", "--parsable", "job.sh"], ["node2", "node7"])
+            ['sbatch', '--exclude=node2,node7', '--parsable', 'job.sh']
+        """
+        if not nodes:
+            return submission
+        listed = ",".join([self.user_excluded(), *nodes] if self.user_excluded() else nodes)
+        return [submission[0], f"--exclude={listed}", *submission[1:]]
 
     def submissions(self, script: Path, n_jobs: int) -> list[list[str]]:
         if self._is_array(n_jobs) or n_jobs == 1:

@@ -26,6 +26,8 @@ from optuna.trial import TrialState
 from aimlutils.hyper_opt import _optuna
 from aimlutils.hyper_opt.config import RunConfig
 from aimlutils.hyper_opt.coordination import (
+    BadNodes,
+    NodeState,
     ResultsCsv,
     Room,
     StudyTurn,
@@ -41,6 +43,7 @@ from aimlutils.hyper_opt.objective.base import BaseObjective
 from aimlutils.hyper_opt.objective.reproduce import TrialRecorder
 from aimlutils.hyper_opt.stop import StopSignal, TrialInterrupted
 from aimlutils.hyper_opt.storage import StorageUnavailable
+from aimlutils.hyper_opt.worker.nodes import NodeWatch
 from aimlutils.hyper_opt.worker.setup import (
     build_worker_objective,
     liveness_for,
@@ -103,7 +106,9 @@ class Worker:
             lock_finish=cfg.optuna.target is not None,
             max_failures=cfg.optuna.max_failures,
             log=log_location(cfg),
+            bad_nodes=BadNodes(cfg.paths.bad_nodes) if cfg.optuna.bad_node_failures is not None else None,
         )
+        self.node = NodeWatch(self.life, self.identity.get("node"), cfg.optuna.bad_node_failures)
         self.liveness = liveness_for(cfg, os.environ, self.identity)
         self.sweep_turn = StudyTurn(cfg.paths.sweep_turn)
         self.job_end = job_end(os.environ.get("AIMLUTILS_JOB_END"))
@@ -130,12 +135,13 @@ class Worker:
             while not self._should_stop(ran):
                 if self.sweep_turn.take(SWEEP_INTERVAL_S):
                     self.sweep()
-                claimed = self.life.claim(self.budget)
+                claimed = self._claim()
                 if claimed is Room.DONE:
                     if self.budget.spent is not None:
                         logger.warning("the study starts no more trials: %s", self.budget.spent)
                     break
-                if claimed is Room.WAIT:  # running trials fill the budget; one may still fail
+                # Running trials fill the budget, and one may still fail; or this node is in doubt.
+                if claimed is Room.WAIT:
                     if self.sweep_turn.take(WAITING_SWEEP_INTERVAL_S):
                         self.sweep()
                     time.sleep(waiting_poll_s(self.poll_s, waited))
@@ -149,6 +155,16 @@ class Worker:
             self.csv.close()
             self.recorder.close()
         return ran
+
+    def _claim(self) -> optuna.Trial | Room | None:
+        """The life's claim, unless this worker's node is marked bad (DONE: it leaves) or in doubt
+        (WAIT: a trial on another node may settle it)."""
+        node = self.node.check()
+        if node is NodeState.BAD:
+            return Room.DONE
+        if node is NodeState.DOUBT:
+            return Room.WAIT
+        return self.life.claim(self.budget)
 
     def _should_stop(self, ran: int) -> bool:
         # Two stats of files in save_path: a changed n_trials counts from the next claim on, and
@@ -192,6 +208,7 @@ class Worker:
             raise
         except Exception as err:
             self._log_failure(trial.number, traceback.format_exc())
+            self.node.trial_failed()
             reason = f"{type(err).__name__}: {err}"
             self.life.fail(trial, reason, by_objective=True, repro=self.objective.repro_fields(trial))
             if self.reraise:

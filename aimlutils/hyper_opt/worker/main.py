@@ -89,18 +89,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if worker.life.stop is not None:
         logger.error("stopping, ran %d: %s", ran, worker.life.stop.message())
         return ExitCode.STUDY_STOPPED  # a job does not run again for a study that cannot succeed
+    if worker.node.left is not None:
+        why = worker.node.left.describe()
+        logger.error("leaving node %s, marked bad (ran %d): %s", worker.node.node, ran, why)
+        return left_code(worker, moving=True)  # its job runs again on another node
     if worker.out_of_time:
         return left_code(worker)
     logger.info("no trials left in the budget; ran %d", ran)
     return 0
 
 
-def left_code(worker: Worker | None) -> int:
+def left_code(worker: Worker | None, moving: bool = False) -> int:
     """The exit code of a worker that left early: in a batch job, having made progress, with its
     study not done, :data:`LEFT_FOR_LATER_EXIT_CODE` (its job may run again to go on); else 0. A
     job whose workers make no progress (an epoch longer than the job) is not run again and again,
-    nor one whose study was done meanwhile (its last trial ended as its time ran out)."""
-    if worker is None or not worker.progressed or not worker.identity.get("job_id"):
+    nor one whose study was done meanwhile (its last trial ended as its time ran out). ``moving``:
+    it leaves a node marked bad, progress or not; its job's next run excludes that node."""
+    if worker is None or not (worker.progressed or moving) or not worker.identity.get("job_id"):
         return 0
     if worker.life.stopped() is not None:
         return ExitCode.STUDY_STOPPED
