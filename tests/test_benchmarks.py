@@ -1,6 +1,6 @@
 """The benchmarks still run: smoke runs of ``python -m benchmarks.scale`` (every storage),
-``benchmarks.overhead``, ``benchmarks.search_quality`` and ``benchmarks.pruning``, their sections
-well formed.
+``benchmarks.overhead``, ``benchmarks.search_quality``, ``benchmarks.pruning`` and, on the test
+cluster, ``benchmarks.wall_time``, their sections well formed.
 
 Not a timed test: the figures of a smoke run on a busy machine say nothing; only their shape and
 the study's end (every trial finished, no worker crashed) are checked.
@@ -248,3 +248,30 @@ def test_no_benchmark_uses_a_private_name_of_the_package():
     so that a change inside the package that keeps its API keeps them running."""
     found = [use for path in sorted((ROOT / "benchmarks").rglob("*.py")) for use in _private_uses(path)]
     assert not found, "private names of the package used by benchmarks:\n" + "\n".join(found)
+
+
+@pytest.mark.slurm
+@pytest.mark.usefixtures("slurm_cluster")
+def test_wall_time_smoke_run_measures_both_settings_on_the_test_cluster(tmp_path):
+    output, figures = tmp_path / "benchmarks.md", tmp_path / "wall_time.json"
+    output.write_text("# Benchmarks\n\n<!-- begin other -->\nkept\n<!-- end other -->\n")
+    argv = [*_benchmark("wall_time"), "--smoke", "--output", str(output), "--json", str(figures)]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=_bench_env(), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    text = output.read_text()
+    assert "<!-- begin other -->\nkept\n<!-- end other -->" in text
+    section = _section(text, "wall-time")
+    assert "`python -m benchmarks.wall_time --smoke`" in section
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert [row.split(" | ")[:2] for row in rows] == [
+        ["| default", "false"],
+        ["| default", "true"],
+        ["| none", "false"],
+        ["| none", "true"],
+    ]
+    results = json.loads(figures.read_text())
+    for setting in ("default/false", "default/true", "none/false", "none/true"):
+        measured = results[setting]
+        assert measured["complete"] == 2 and measured["trial_s"] > 0, measured
+        assert measured["lost_after_s"] >= 0 and measured["lost_none_s"] >= 0, measured

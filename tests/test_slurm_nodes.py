@@ -1,7 +1,11 @@
-"""Nodes on the real test cluster: a node whose trials all fail is left out of the study."""
+"""Nodes and wall time on the real test cluster: a node whose trials all fail is left out of the
+study, and a worker starts no trial that could not reach a checkpoint before its job's end (its job
+goes back in the queue instead)."""
 
 from __future__ import annotations
 
+import datetime
+import json
 import textwrap
 
 import pytest
@@ -61,3 +65,45 @@ def test_a_node_that_fails_every_trial_is_excluded_and_the_study_ends_on_the_oth
     status = command("status", hyper_path)
     out = status.stdout + status.stderr
     assert status.returncode == 0 and "marked bad" in out and "node2" in out, out
+
+
+# A trial reaches its first (and only) checkpoint 45 s after it starts, and notes when it started
+# and when its job must end.
+FIRST_CHECKPOINT_AT_45_S = textwrap.dedent(
+    """
+    import json, os, time
+    from aimlutils.hyper_opt.base_objective import *
+
+    class Objective(BaseObjective):
+        def train(self, trial, conf):
+            start = {"trial": trial.number, "start": time.time(), "job_end": os.environ["AIMLUTILS_JOB_END"]}
+            with open(os.path.join(os.environ["STARTS_DIR"], f"{trial.number}.json"), "w") as fh:
+                json.dump(start, fh)
+            time.sleep(45)  # set-up and one epoch
+            self.checkpoint_saved()
+            return {"val_loss": (conf["optimizer"]["learning_rate"] - 0.3) ** 2}
+    """
+)
+
+
+def test_no_trial_starts_in_the_last_45_s_of_a_job_and_the_job_comes_back_for_the_rest(tmp_path, monkeypatch):
+    starts = tmp_path / "starts"
+    starts.mkdir()
+    monkeypatch.setenv("STARTS_DIR", str(starts))  # sbatch hands the jobs this environment
+    two_minutes = {"slurm": {"jobs": 1, "gpus_per_node": 2, "batch": {"gres": "gpu:2", "t": "2"}}}
+    _, cfg = submit_objective(tmp_path, FIRST_CHECKPOINT_AT_45_S, two_minutes, n_trials=6, gpu=True)
+    (job,) = job_ids(cfg)
+    study = finish(cfg, timeout=600)
+    restarts = _job_field(job, "Restarts")
+    assert counts(study) == {"COMPLETE": 6}, counts(study)
+    assert restarts != "gone" and int(restarts) >= 1, restarts  # it went back in the queue
+
+    noted = [json.loads(path.read_text()) for path in sorted(starts.glob("*.json"))]
+    assert len(noted) == 6
+    for start in noted:
+        left = datetime.datetime.fromisoformat(start["job_end"]).timestamp() - start["start"]
+        assert left >= 45, f"trial {start['trial']} started {left:.0f} s before its job's end"
+    # The rule was met, not only kept by chance: a worker found no room for a first checkpoint.
+    log = cfg.log_file.read_text() if cfg.log_file else ""
+    assert "to its first checkpoint on cpu" in log, log
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)  # none was cut

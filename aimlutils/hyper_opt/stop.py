@@ -58,6 +58,8 @@ class StopSignal:
 
     signum: int | None = None
     interruptible = False
+    #: Why the worker warned itself (:meth:`warn`), where no signal came.
+    reason: str | None = None
 
     @classmethod
     def handler(cls, signum: int, frame: Any) -> None:
@@ -70,6 +72,14 @@ class StopSignal:
         cls.signum = signum
         if cls.interruptible:
             raise KeyboardInterrupt
+
+    @classmethod
+    def warn(cls, reason: str) -> None:
+        """As the warning signal does, without one: the running trial may save and leave, and
+        the worker goes on while its job lasts (its own decision, such as a job's end that the
+        next checkpoint would not reach). Nothing changes once a stop or a warning came."""
+        if cls.signum is None:
+            cls.signum, cls.reason = WARNING_SIGNAL, reason
 
     @classmethod
     def stopping(cls) -> bool:
@@ -127,5 +137,7 @@ def stop_if_requested() -> None:
     >>> stop_if_requested()  # nothing was requested
     """
     if stop_requested():
+        if StopSignal.reason is not None:
+            raise TrialInterrupted(f"stopped at a checkpoint: {StopSignal.reason}")
         name = signal.Signals(StopSignal.signum).name if StopSignal.signum else "a signal"
         raise TrialInterrupted(f"stopped at a checkpoint on {name}")

@@ -126,6 +126,12 @@ KEYS: dict[str, tuple[str, str]] = {
         "a node is left out once this many trials in a row failed there, by errors no other node has, "
         'while trials succeed elsewhere (see "Bad nodes"); `null`: never',
     ),
+    "optuna.fit_wall_time": (
+        "`true`",
+        "start no trial that could not reach a checkpoint before its job's end, and stop a trial at a "
+        'checkpoint after which the next would come too late (see "Trials that fit the wall time"); '
+        "`false`: a trial must fit whole, by this worker's longest",
+    ),
     "optuna.target": ("none", "end the study once a trial's metric reaches this value (one metric only)"),
     "optuna.storage_wait_s": ("`900`", "how long a worker waits for a storage that does not answer"),
     "optuna.proxy": (

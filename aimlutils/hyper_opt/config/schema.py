@@ -79,6 +79,9 @@ class OptunaSection(_Section):
     # A node is left out of the study once this many trials in a row failed there, by errors no
     # other node has, while trials succeed elsewhere (None: never).
     bad_node_failures: int | None = Field(default=3, ge=1)
+    # In a job with a known end, start no trial that would not reach a checkpoint before it, and
+    # stop a trial at a checkpoint after which the next would not come in time.
+    fit_wall_time: bool = True
     # The study ends once a trial reaches this value of the metric (in its direction).
     target: float | None = None
     # A trial running longer than this is asked to stop (as by a time limit's warning), and

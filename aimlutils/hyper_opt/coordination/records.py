@@ -12,8 +12,9 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial
 
-#: The user attribute holding ``{"results": {...}, "worker": {...}, "fail_reason": "...", "repro": {...}}``
-#: (``repro``: :mod:`aimlutils.hyper_opt.objective.reproduce`).
+#: The user attribute holding ``{"results": {...}, "worker": {...}, "fail_reason": "...", "repro": {...},
+#: "timing": {...}}`` (``repro``: :mod:`aimlutils.hyper_opt.objective.reproduce`; ``timing``, when the
+#: trial saved its checkpoints: :mod:`~.wall_time`).
 RECORD_ATTR = "record"
 #: ``{name: value}`` written into the model config where it differs from ``trial.params[name]``.
 APPLIED_ATTR = "applied"

@@ -37,6 +37,7 @@ from aimlutils.hyper_opt.coordination.records import (
     origin_of,
     write_record,
 )
+from aimlutils.hyper_opt.coordination.wall_time import checkpoint_saved
 from aimlutils.hyper_opt.errors import HyperOptError
 from aimlutils.hyper_opt.paths import StudyPaths
 from aimlutils.hyper_opt.search_space import SearchSpace, suggest_from_spec
@@ -157,6 +158,15 @@ class BaseObjective:
         Check between epochs, after saving: the trial that continues this one starts there.
         """
         return stop_requested()
+
+    @staticmethod
+    def checkpoint_saved() -> None:
+        """Say that ``train`` saved a checkpoint just now, when it saves them its own way
+        (``TorchCheckpoint`` and ``KerasCheckpoint`` say it themselves). The worker learns how long
+        trials take to a checkpoint, starts none that would not reach one before its job's end,
+        and after this one may ask the trial to stop (``optuna.fit_wall_time``): call
+        :meth:`stop_if_requested` next."""
+        checkpoint_saved()
 
     @staticmethod
     def stop_if_requested() -> None:

@@ -24,6 +24,7 @@ from typing import Any
 
 import optuna
 
+from aimlutils.hyper_opt.coordination.wall_time import checkpoint_saved
 from aimlutils.hyper_opt.search_space import suggest_from_spec
 from aimlutils.hyper_opt.stop import TrialInterrupted, stop_if_requested, stop_requested
 
@@ -33,6 +34,7 @@ __all__ = [
     "LightningPruningCallback",
     "TorchCheckpoint",
     "TrialInterrupted",
+    "checkpoint_saved",
     "report_and_prune",
     "stop_if_requested",
     "stop_requested",
@@ -214,6 +216,7 @@ class TorchCheckpoint:
         tmp = self.path.with_name(f".{self.FILE}.{os.getpid()}.tmp")
         torch.save(state, tmp)
         os.replace(tmp, self.path)  # whole or not at all: a stop mid-save keeps the last checkpoint
+        checkpoint_saved()  # its time goes with the trial, and may ask it to stop here
 
 
 _KERAS_FILE = re.compile(r"^epoch-(\d+)\.weights\.h5$")
@@ -254,6 +257,7 @@ def _keras_checkpoint_class() -> type:
             for old, older in self._saved():
                 if old < epoch:
                     older.unlink(missing_ok=True)
+            checkpoint_saved()  # its time goes with the trial, and may ask it to stop here
             # After the last epoch the trial is done: a stop then would cost a run to finish it.
             last = epoch + 1 >= (self.params or {}).get("epochs", float("inf"))
             if self.stop_on_request and not last:

@@ -39,13 +39,16 @@ from aimlutils.hyper_opt.coordination import (
 from aimlutils.hyper_opt.coordination import study as study_lib
 from aimlutils.hyper_opt.coordination.checkpoints import CheckpointRetention
 from aimlutils.hyper_opt.coordination.usage import limits_of
+from aimlutils.hyper_opt.coordination.wall_time import CLOCK, TIMING_KEY
 from aimlutils.hyper_opt.objective.base import BaseObjective
 from aimlutils.hyper_opt.objective.reproduce import TrialRecorder
 from aimlutils.hyper_opt.stop import StopSignal, TrialInterrupted
 from aimlutils.hyper_opt.storage import StorageUnavailable
+from aimlutils.hyper_opt.worker.fit import JobEnd
 from aimlutils.hyper_opt.worker.nodes import NodeWatch
 from aimlutils.hyper_opt.worker.setup import (
     build_worker_objective,
+    device_kind,
     liveness_for,
     worker_identity,
     worker_storage,
@@ -111,13 +114,11 @@ class Worker:
         self.node = NodeWatch(self.life, self.identity.get("node"), cfg.optuna.bad_node_failures)
         self.liveness = liveness_for(cfg, os.environ, self.identity)
         self.sweep_turn = StudyTurn(cfg.paths.sweep_turn)
-        self.job_end = job_end(os.environ.get("AIMLUTILS_JOB_END"))
         self.retention = CheckpointRetention(self.study, cfg.paths, cfg.optuna.checkpoints.keep_best)
         self.clock = TrialClock(cfg.optuna.trial_timeout_s, cfg.optuna.trial_timeout_grace_s)
-        self._durations: list[float] = []
         #: Whether this worker finished a trial, or took an interrupted one a step further.
         self.progressed = False
-        #: Whether it stopped because a trial would not finish before its job's end.
+        #: Whether it stopped because a trial would not reach its end, or a checkpoint, before its job's.
         self.out_of_time = False
         #: Tracebacks of failed trials logged so far, with the trial that first had each and a count.
         self._tracebacks: dict[str, list[int]] = {}
@@ -127,6 +128,9 @@ class Worker:
         # After the objective: its import may have loaded torch, which can name the GPUs.
         self.recorder = TrialRecorder(cfg, index, n_workers, objective_class)
         self.objective.recorder = self.recorder
+        self.device = device_kind(cfg.optuna.gpu)
+        end = job_end(os.environ.get("AIMLUTILS_JOB_END"))
+        self.job = JobEnd(self.study, self.device, end, cfg.optuna.fit_wall_time)
 
     def run(self) -> int:
         """Run trials until the budget is spent (or ``max_trials``); returns how many this worker ran."""
@@ -171,7 +175,7 @@ class Worker:
         # a stop another worker wrote stops this one too.
         self.budget.n_trials = self.n_trials.current()
         self.life.stopped()
-        self.out_of_time = self.out_of_time or self._out_of_time()
+        self.out_of_time = self.out_of_time or self.job.out_of_time()
         # life.stop is set at once when this worker's own failure spent the failure budget.
         stop = StopSignal.stopping() or self.out_of_time or self.life.stop is not None
         return stop or (self.max_trials is not None and ran >= self.max_trials)
@@ -179,6 +183,9 @@ class Worker:
     def _run_trial(self, trial: optuna.Trial) -> None:
         started, inherited = time.monotonic(), 0
         held = self.objective.held_records
+        # Its checkpoints are timed; it is asked to stop at one after which the next would not come
+        # before the job's end (optuna.fit_wall_time).
+        CLOCK.start(self.job.job_end if self.job.fit else None, self.job.epoch_hint())
         try:
             with (
                 self.life.start(trial) as inherited,
@@ -199,7 +206,8 @@ class Worker:
             # Stopped, not wrong: its parameters get another run, which continues it.
             how = str(err) if isinstance(err, TrialInterrupted) else "Ctrl-C or SIGTERM"
             self.progressed = self.progressed or len(self.life.reported(trial)) > inherited
-            self.life.give_back(trial, f"interrupted ({how})", repro=self.objective.repro_fields(trial))
+            repro = self.objective.repro_fields(trial)
+            self.life.give_back(trial, f"interrupted ({how})", repro=repro, timing=self._timing())
             raise
         except StorageUnavailable:
             # The storage, not the trial, failed (a report or a pruning check met an outage
@@ -210,19 +218,23 @@ class Worker:
             self._log_failure(trial.number, traceback.format_exc())
             self.node.trial_failed()
             reason = f"{type(err).__name__}: {err}"
-            self.life.fail(trial, reason, by_objective=True, repro=self.objective.repro_fields(trial))
+            repro = self.objective.repro_fields(trial)
+            self.life.fail(trial, reason, by_objective=True, repro=repro, timing=self._timing())
             if self.reraise:
                 raise
             return
         else:
             record = held.pop(trial.number, None) if held is not None else None
-            self.life.finish(trial, values, record=record or self._record_fields(trial))
+            record = {**record, TIMING_KEY: self._timing()} if record else self._record_fields(trial)
+            self.life.finish(trial, values, record=record)
             self._tidy()
         finally:
             if held is not None:
                 held.pop(trial.number, None)
+            self.job.trial_ended(self._timing())
+            CLOCK.stop()
         self.progressed = True
-        self._durations.append(time.monotonic() - started)
+        self.job.durations.append(time.monotonic() - started)
 
     def _tidy(self) -> None:
         """Checkpoint retention after a trial ended; a file system's hiccup fails no trial."""
@@ -243,19 +255,13 @@ class Worker:
             logger.error("trial %d failed: %s (the traceback of trial %d; %d times)", number, last, *seen)
 
     def _record_fields(self, trial: optuna.Trial) -> dict[str, object]:
-        return make_record(worker=self.identity, repro=self.objective.repro_fields(trial))
-
-    def _out_of_time(self) -> bool:
-        """Whether the next trial would not finish before the job's end (with 10% + 30 s to spare)."""
-        if self.job_end is None or not self._durations:
-            return False
-        needed = max(self._durations) * 1.1 + 30
-        if time.time() + needed <= self.job_end:
-            return False
-        logger.info(
-            "the job ends in %.0f s; a trial needs about %.0f s: stopping", self.job_end - time.time(), needed
+        return make_record(
+            worker=self.identity, repro=self.objective.repro_fields(trial), timing=self._timing()
         )
-        return True
+
+    def _timing(self) -> dict[str, object] | None:
+        """When the running trial saved its checkpoints, for its record."""
+        return CLOCK.fields(self.device)
 
     def sweep(self) -> None:
         """Fail the trials of dead workers, so their places are not held to the end: by their

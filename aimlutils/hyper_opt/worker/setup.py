@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,6 +36,45 @@ def gpus_for(gpu: bool, environ: Mapping[str, str] = os.environ) -> int:
     """
     visible = [g.strip() for g in environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if g.strip()]
     return len(visible) if gpu and visible not in ([], ["-1"], ["NoDevFiles"]) else 0
+
+
+def device_kind(gpu: bool, environ: Mapping[str, str] = os.environ) -> str:
+    """The kind of GPU this worker's trials run on, as the driver names it (``NVIDIA A100-SXM4-40GB``),
+    or ``cpu`` when it has none or none can be named: trials on one kind take alike to a checkpoint.
+
+    Example:
+        >>> device_kind(False)
+        'cpu'
+    """
+    if not gpus_for(gpu, environ):
+        return "cpu"
+    return _nvidia_smi_name(environ) or _torch_name() or "cpu"
+
+
+def _nvidia_smi_name(environ: Mapping[str, str]) -> str | None:
+    """The name ``nvidia-smi`` gives this worker's first GPU (all of a node's, when they are alike)."""
+
+    def names(*more: str) -> list[str]:
+        query = ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader", *more]
+        out = subprocess.run(query, capture_output=True, text=True, timeout=30, check=True).stdout
+        return [line.strip() for line in out.splitlines() if line.strip()]
+
+    try:
+        found = names()
+        if len(set(found)) > 1:  # mixed kinds: the one of this worker's first GPU, by its id
+            found = names("-i", environ.get("CUDA_VISIBLE_DEVICES", "").split(",")[0].strip())
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return found[0] if found else None
+
+
+def _torch_name() -> str | None:
+    """The name torch gives the first visible GPU, when the objective has imported torch."""
+    torch = sys.modules.get("torch")
+    try:
+        return str(torch.cuda.get_device_name(0)) if torch is not None and torch.cuda.is_available() else None
+    except Exception:  # a driver that torch cannot use: no name
+        return None
 
 
 def worker_identity(index: int, environ: Mapping[str, str] = os.environ) -> dict[str, Any]:
