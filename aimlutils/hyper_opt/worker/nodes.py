@@ -63,7 +63,8 @@ class NodeWatch:
 
     def _mark(self, evidence: NodeEvidence) -> None:
         """Mark the node, and queue the parameters of its streak again, for the other nodes."""
-        assert self.bad_nodes is not None
+        if self.bad_nodes is None:  # optuna.bad_node_failures is null: nothing is ever marked
+            raise RuntimeError(f"node {self.node} cannot be marked: optuna.bad_node_failures is off")
         self.left = evidence
         if not self.bad_nodes.mark(evidence):
             return  # another worker of this node marked it first, and queued them
