@@ -201,7 +201,8 @@ class Worker:
         except KeyboardInterrupt as err:
             if self.clock.expired and not StopSignal.stopping():
                 # Its own time limit, not the worker's: it ends here, and the worker goes on.
-                self.life.fail(trial, TIMEOUT_REASON, repro=self.objective.repro_fields(trial))
+                repro = self.objective.repro_fields(trial)
+                self.life.fail(trial, TIMEOUT_REASON, repro=repro, timing=self._timing())
                 return
             # Stopped, not wrong: its parameters get another run, which continues it.
             how = str(err) if isinstance(err, TrialInterrupted) else "Ctrl-C or SIGTERM"
