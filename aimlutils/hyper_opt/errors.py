@@ -38,7 +38,8 @@ class ExitCode(enum.IntEnum):
     STORAGE_GONE = 75
     """A worker met a storage outage longer than ``optuna.storage_wait_s`` (``EX_TEMPFAIL``)."""
     LEFT_FOR_LATER = 99
-    """A worker in a batch job left as its time ran out, with trials to go: the job requeues."""
+    """A worker in a batch job left as its time ran out, or its node was marked bad, with trials
+    to go: the job requeues (off the bad nodes)."""
     INTERRUPTED = 130
     """Ctrl-C (SIGINT); other signals end a process with 128 + their number (:meth:`of_signal`)."""
 
