@@ -5,6 +5,7 @@ the next would not come in time."""
 from __future__ import annotations
 
 import datetime
+import os
 import time
 import types
 from collections.abc import Iterator
@@ -231,3 +232,17 @@ def test_fit_wall_time_is_true_or_false(tmp_path, value):
     hyper = hyper_config(tmp_path / "results", tmp_path / "objective.py", fit_wall_time=value)
     with pytest.raises(ConfigError, match=r"optuna\.fit_wall_time"):
         read_config(hyper, dict(MODEL))
+
+
+def test_the_kind_of_gpu_is_the_name_nvidia_smi_gives_else_cpu(tmp_path, monkeypatch):
+    from aimlutils.hyper_opt.worker.setup import device_kind
+
+    fake = tmp_path / "nvidia-smi"  # two kinds on the node: the one of this worker's first GPU
+    fake.write_text('#!/bin/sh\ncase "$*" in *"-i 1"*) echo "NVIDIA H100 80GB HBM3";;\n'
+                    '*) printf "NVIDIA A100-SXM4-40GB\\nNVIDIA H100 80GB HBM3\\n";; esac\n')  # fmt: skip
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    assert device_kind(True, {"CUDA_VISIBLE_DEVICES": "1,2"}) == "NVIDIA H100 80GB HBM3"
+    assert device_kind(False, {"CUDA_VISIBLE_DEVICES": "1"}) == "cpu"  # optuna.gpu: false
+    fake.write_text("#!/bin/sh\nexit 9\n")  # no driver
+    assert device_kind(True, {"CUDA_VISIBLE_DEVICES": "0"}) == "cpu"
